@@ -1,0 +1,35 @@
+package gridkv
+
+import (
+	"errors"
+
+	"github.com/feellmoose/gridkv/store"
+)
+
+// Sentinel errors. Compare with errors.Is: errors returned by GridKV wrap them with detail.
+var (
+	// ErrKeyNotFound is returned by Get and GetEntry for a missing key. Delete of a missing
+	// key succeeds: deleting is idempotent, so a retried Delete never reports a false error.
+	ErrKeyNotFound = store.ErrKeyNotFound
+	// ErrVersionMismatch is returned by CompareAndSwap when the key's version differs.
+	ErrVersionMismatch = store.ErrVersionMismatch
+	// ErrClosed is returned by every call after Close.
+	ErrClosed = errors.New("gridkv: closed")
+	// ErrInvalidKey is returned for an empty key or one longer than MaxKeySize bytes.
+	ErrInvalidKey = errors.New("gridkv: invalid key")
+	// ErrValueTooLarge is returned for a value longer than MaxValueSize bytes.
+	ErrValueTooLarge = errors.New("gridkv: value too large")
+	// ErrMemoryLimit is returned when a write would take the partition leader's node past
+	// Storage.MaxMemoryMB. It is checked before the write enters the log.
+	ErrMemoryLimit = store.ErrMemoryLimit
+	// ErrUnavailable is returned when no leader or quorum could be reached before the
+	// context ended; it wraps the cause. A write that fails this way may or may not have
+	// taken effect.
+	ErrUnavailable = errors.New("gridkv: unavailable")
+)
+
+// Limits on keys and values.
+const (
+	MaxKeySize   = store.MaxKeySize   // bytes
+	MaxValueSize = store.MaxValueSize // bytes
+)

@@ -1,0 +1,230 @@
+package gridkv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/feellmoose/gridkv/membership"
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
+)
+
+// GridKV is one node of a GridKV cluster and the handle the application uses. Every method is
+// safe for concurrent use.
+type GridKV struct {
+	cfg         config
+	incarnation uint64
+
+	trans   *transport.Transport
+	members *membership.Membership
+	groups  *raftgroup.Manager
+	acct    *store.Accountant
+
+	// hints[p] is the leader of partition p as last reported by a peer or gossip; it saves a
+	// hop when this node does not host p's leader.
+	hints []atomic.Pointer[leaderHint]
+	// view is the latest placement and member table, rebuilt by the placement loop.
+	view atomic.Pointer[clusterView]
+
+	closed    atomic.Bool
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup // the placement loop
+}
+
+type leaderHint struct {
+	id   string
+	addr string
+}
+
+// NewGridKV starts a node: it binds LocalAddress, joins the cluster through SeedAddrs (or
+// creates a new cluster without them), and starts hosting the partitions placed on it. It
+// returns once the node has joined; use WaitReady to wait until every partition has a leader.
+func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	kv := &GridKV{
+		cfg:         cfg,
+		incarnation: newIncarnation(),
+		acct:        store.NewAccountant(cfg.storage.MaxMemoryMB),
+		hints:       make([]atomic.Pointer[leaderHint], cfg.partitions),
+		done:        make(chan struct{}),
+	}
+	log := cfg.logger.With("node", cfg.nodeID)
+
+	kv.trans, err = transport.Listen(cfg.network, cfg.addr, log)
+	if err != nil {
+		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
+	}
+	kv.groups = raftgroup.NewManager(raftgroup.Config{
+		NodeID:      cfg.nodeID,
+		Incarnation: kv.incarnation,
+		Addr:        cfg.addr,
+		Partitions:  cfg.partitions,
+		Storage:     cfg.storage,
+		Accountant:  kv.acct,
+		Layer:       kv.trans.RaftLayer,
+		WaitApplied: kv.callWaitApplied,
+		Timing:      cfg.timings.Raft,
+		Logger:      log,
+	})
+	kv.trans.Handle(kindOp, kv.serveOp)
+	kv.trans.Handle(kindWaitApplied, kv.serveWaitApplied)
+	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
+
+	bootstrap := len(cfg.seeds) == 0
+	clusterID := ""
+	if bootstrap {
+		clusterID = newClusterID()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.timings.JoinTimeout+5*time.Second)
+	defer cancel()
+	kv.members, err = membership.Start(ctx, membership.Config{
+		NodeID:      cfg.nodeID,
+		Addr:        kv.trans.Addr(),
+		Incarnation: kv.incarnation,
+		ClusterID:   clusterID,
+		Seeds:       cfg.seeds,
+		Transport:   kv.trans.Gossip(),
+		Timing:      cfg.timings.Gossip,
+		JoinTimeout: cfg.timings.JoinTimeout,
+		Logger:      log,
+		OnChange:    kv.refreshHintsFromGossip,
+	})
+	if err != nil {
+		kv.groups.Close()
+		kv.trans.Close()
+		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
+	}
+	if bootstrap {
+		for p := 0; p < cfg.partitions; p++ {
+			if _, err := kv.groups.Open(p, true); err != nil {
+				kv.shutdown()
+				return nil, fmt.Errorf("gridkv: starting partition %d: %w", p, err)
+			}
+		}
+		log.Info("created a new cluster", "cluster", kv.members.ClusterID(), "partitions", cfg.partitions)
+	} else {
+		log.Info("joined the cluster", "cluster", kv.members.ClusterID(), "seeds", cfg.seeds)
+	}
+	kv.wg.Add(1)
+	go kv.placementLoop()
+	return kv, nil
+}
+
+// WaitReady returns nil once this node has joined (when it has seeds) and every partition has
+// a known leader, or ctx's error.
+func (kv *GridKV) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if kv.closed.Load() {
+			return ErrClosed
+		}
+		ready := true
+		for p := 0; p < kv.cfg.partitions && ready; p++ {
+			id, _ := kv.leaderOf(p)
+			ready = id != ""
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-kv.done:
+			return ErrClosed
+		case <-tick.C:
+		}
+	}
+}
+
+// Close leaves the cluster and stops everything the instance started. Idempotent; later calls
+// on the instance return ErrClosed.
+func (kv *GridKV) Close() error {
+	kv.closeOnce.Do(func() {
+		kv.closed.Store(true)
+		close(kv.done)
+		kv.wg.Wait()
+		kv.handOffLeadership()
+		if err := kv.members.Leave(time.Second); err != nil {
+			kv.cfg.logger.Debug("leave", "err", err)
+		}
+		kv.closeErr = kv.shutdown()
+	})
+	return kv.closeErr
+}
+
+// shutdown stops groups, gossip and the transport, in that order: groups still talk over the
+// transport while they stop.
+func (kv *GridKV) shutdown() error {
+	kv.groups.Close()
+	var first error
+	if err := kv.members.Shutdown(); err != nil {
+		first = err
+	}
+	if err := kv.trans.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// handOffLeadership moves the leadership of every group this node leads to another voter, so
+// the cluster does not wait an election timeout for each. Best effort, bounded in time.
+func (kv *GridKV) handOffLeadership() {
+	var wg sync.WaitGroup
+	for _, g := range kv.groups.Hosted() {
+		if !g.IsLeader() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.TransferLeadership()
+		}()
+	}
+	waitTimeout(&wg, 2*time.Second)
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(d):
+	}
+}
+
+// openOnDemand creates this node's replica of a group when a leader contacts it first (the
+// leader added it before this node's placement loop opened it).
+func (kv *GridKV) openOnDemand(group uint32) bool {
+	if kv.closed.Load() || int(group) >= kv.cfg.partitions {
+		return false
+	}
+	_, err := kv.groups.Open(int(group), false)
+	return err == nil
+}
+
+func newIncarnation() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+func newClusterID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,251 @@
+package gridkv
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/feellmoose/gridkv/membership"
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
+)
+
+// DefaultPartitions is the partition count of a cluster whose first node leaves Partitions
+// zero. Every partition is a Raft group with its own heartbeats, so more partitions cost idle
+// CPU; fewer concentrate write load. See the README for the measurements behind it.
+const DefaultPartitions = 32
+
+// MaxPartitions bounds Partitions: the leader table each node gossips is a bitmap of them.
+const MaxPartitions = 1024
+
+// GridKVOptions configures a node. Zero values mean the documented defaults.
+type GridKVOptions struct {
+	LocalNodeID  string   // required, unique in the cluster, at most 128 bytes
+	LocalAddress string   // required, host:port other nodes reach this node at (TCP and UDP)
+	SeedAddrs    []string // addresses of existing members; empty: start a new cluster
+
+	Network *transport.NetworkOptions // nil: defaults, BindAddr = LocalAddress
+	Storage *store.StorageOptions     // nil: defaults (store.BackendMemorySharded)
+
+	ReplicaCount int // N, default 3
+	WriteQuorum  int // W, default N/2+1
+	ReadQuorum   int // R, default N/2+1
+	Partitions   int // fixed for the cluster's life; default DefaultPartitions
+
+	Logger *slog.Logger // nil: discard
+
+	// Timings tunes failure detection, elections and placement; nil: DefaultTimings().
+	Timings *Timings
+}
+
+// Timings are the clocks of a node. DefaultTimings suits a LAN; LocalTimings suits nodes on
+// one machine (tests, examples), where failures are detected in about a second.
+type Timings struct {
+	Gossip membership.Timing // failure detection
+	Raft   raftgroup.Timing  // elections, heartbeats, snapshots, batching
+
+	JoinTimeout time.Duration // how long a node with seeds keeps trying them at start
+	// DeadGrace is how long a dead node keeps its place in the groups before its replicas
+	// are replaced, so a node that flaps does not cause churn. A node that left gracefully is
+	// replaced at once.
+	DeadGrace time.Duration
+	// ReconcileInterval is how often leaders compare their groups with the placement.
+	ReconcileInterval time.Duration
+	// MaxChangesPerTick caps membership changes and leadership transfers a node starts per
+	// ReconcileInterval, so a join does not stall it.
+	MaxChangesPerTick int
+}
+
+// DefaultTimings returns timings for a LAN.
+func DefaultTimings() Timings {
+	return Timings{
+		Gossip:            membership.LANTiming(),
+		Raft:              raftgroup.DefaultTiming(),
+		JoinTimeout:       30 * time.Second,
+		DeadGrace:         30 * time.Second,
+		ReconcileInterval: 500 * time.Millisecond,
+		MaxChangesPerTick: 4,
+	}
+}
+
+// LocalTimings starts from DefaultTimings and speeds failure detection up for nodes that
+// share one machine.
+func LocalTimings() Timings {
+	t := DefaultTimings()
+	t.Gossip = membership.LocalTiming()
+	t.Raft.HeartbeatTimeout = 500 * time.Millisecond
+	t.Raft.ElectionTimeout = 500 * time.Millisecond
+	t.Raft.LeaderLeaseTimeout = 250 * time.Millisecond
+	t.Raft.ApplyTimeout = 5 * time.Second
+	t.JoinTimeout = 10 * time.Second
+	t.DeadGrace = 3 * time.Second
+	t.ReconcileInterval = 200 * time.Millisecond
+	t.MaxChangesPerTick = 16
+	return t
+}
+
+// config is the validated, defaulted form of GridKVOptions.
+type config struct {
+	nodeID     string
+	addr       string
+	seeds      []string
+	network    transport.NetworkOptions
+	storage    store.StorageOptions
+	replicas   int
+	writeQ     int
+	readQ      int
+	partitions int
+	logger     *slog.Logger
+	timings    Timings
+}
+
+// newConfig fills defaults and validates relations, naming the offending field and value.
+func newConfig(o *GridKVOptions) (config, error) {
+	if o == nil {
+		return config{}, fmt.Errorf("gridkv: options are nil")
+	}
+	c := config{
+		nodeID:     o.LocalNodeID,
+		addr:       o.LocalAddress,
+		replicas:   o.ReplicaCount,
+		writeQ:     o.WriteQuorum,
+		readQ:      o.ReadQuorum,
+		partitions: o.Partitions,
+		logger:     o.Logger,
+	}
+	if c.nodeID == "" {
+		return config{}, fmt.Errorf("gridkv: LocalNodeID is required")
+	}
+	if len(c.nodeID) > 128 {
+		return config{}, fmt.Errorf("gridkv: LocalNodeID %q is longer than 128 bytes", c.nodeID)
+	}
+	if err := checkHostPort("LocalAddress", c.addr); err != nil {
+		return config{}, err
+	}
+	for i, s := range o.SeedAddrs {
+		if err := checkHostPort(fmt.Sprintf("SeedAddrs[%d]", i), s); err != nil {
+			return config{}, err
+		}
+		if s != c.addr {
+			c.seeds = append(c.seeds, s)
+		}
+	}
+	if c.replicas == 0 {
+		c.replicas = 3
+	}
+	if c.replicas < 1 || c.replicas > 9 {
+		return config{}, fmt.Errorf("gridkv: ReplicaCount %d must be in 1..9", c.replicas)
+	}
+	majority := c.replicas/2 + 1
+	if c.writeQ == 0 {
+		c.writeQ = majority
+	}
+	if c.readQ == 0 {
+		c.readQ = majority
+	}
+	if c.writeQ < 1 || c.writeQ > c.replicas {
+		return config{}, fmt.Errorf("gridkv: WriteQuorum %d must be in 1..ReplicaCount (%d)", c.writeQ, c.replicas)
+	}
+	if c.readQ < 1 || c.readQ > c.replicas {
+		return config{}, fmt.Errorf("gridkv: ReadQuorum %d must be in 1..ReplicaCount (%d)", c.readQ, c.replicas)
+	}
+	if c.partitions == 0 {
+		c.partitions = DefaultPartitions
+	}
+	if c.partitions < 1 || c.partitions > MaxPartitions {
+		return config{}, fmt.Errorf("gridkv: Partitions %d must be in 1..%d", c.partitions, MaxPartitions)
+	}
+	if o.Network != nil {
+		c.network = *o.Network
+	}
+	c.network = c.network.WithDefaults()
+	if err := c.network.Validate(); err != nil {
+		return config{}, fmt.Errorf("gridkv: Network: %w", err)
+	}
+	if c.network.BindAddr == "" {
+		c.network.BindAddr = c.addr
+	}
+	if o.Storage != nil {
+		c.storage = *o.Storage
+	}
+	c.storage = c.storage.WithDefaults()
+	if err := c.storage.Validate(); err != nil {
+		return config{}, fmt.Errorf("gridkv: Storage: %w", err)
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	c.timings = DefaultTimings()
+	if o.Timings != nil {
+		c.timings = *o.Timings
+	}
+	if c.timings.ReconcileInterval <= 0 {
+		return config{}, fmt.Errorf("gridkv: Timings.ReconcileInterval %v must be positive", c.timings.ReconcileInterval)
+	}
+	if c.timings.MaxChangesPerTick < 1 {
+		return config{}, fmt.Errorf("gridkv: Timings.MaxChangesPerTick %d must be at least 1", c.timings.MaxChangesPerTick)
+	}
+	if c.timings.Raft == (raftgroup.Timing{}) {
+		c.timings.Raft = raftgroup.DefaultTiming()
+	}
+	if c.timings.Raft.MaxBatch < 1 || c.timings.Raft.MaxBatch > store.MaxBatch {
+		return config{}, fmt.Errorf("gridkv: Timings.Raft.MaxBatch %d must be in 1..%d", c.timings.Raft.MaxBatch, store.MaxBatch)
+	}
+	if c.timings.Raft.MaxInflightBatches < 1 {
+		return config{}, fmt.Errorf("gridkv: Timings.Raft.MaxInflightBatches %d must be at least 1", c.timings.Raft.MaxInflightBatches)
+	}
+	return c, nil
+}
+
+func checkHostPort(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("gridkv: %s %q is not host:port: %w", field, addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("gridkv: %s %q has no host", field, addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("gridkv: %s %q has an invalid port", field, addr)
+	}
+	return nil
+}
+
+// readLinearizable reports whether reads default to linearizable: R + W > N.
+func (c *config) readLinearizable() bool { return c.readQ+c.writeQ > c.replicas }
+
+// writeLevel maps WriteQuorum onto the Raft acknowledgement point (DESIGN.md's table).
+func (c *config) writeLevel() raftgroup.WriteLevel {
+	switch {
+	case c.writeQ == 1:
+		return raftgroup.WriteLevel{Ack: raftgroup.AckAppend}
+	case c.writeQ <= c.replicas/2+1:
+		return raftgroup.WriteLevel{Ack: raftgroup.AckCommit}
+	default:
+		return raftgroup.WriteLevel{Ack: raftgroup.AckApplied, Replicas: c.writeQ}
+	}
+}
+
+// Consistency is a read's level for one call, overriding what ReadQuorum and WriteQuorum imply.
+type Consistency int
+
+const (
+	Linearizable Consistency = iota + 1 // leader, after confirming leadership
+	Stale                               // local replica if any, else another replica
+)
+
+// Option changes one call.
+type Option func(*callOptions)
+
+type callOptions struct {
+	consistency Consistency
+}
+
+// WithConsistency sets the read level of one Get or GetEntry (writes ignore it).
+func WithConsistency(c Consistency) Option {
+	return func(o *callOptions) { o.consistency = c }
+}

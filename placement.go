@@ -1,0 +1,154 @@
+package gridkv
+
+import (
+	"slices"
+	"time"
+
+	"github.com/feellmoose/gridkv/membership"
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/ring"
+)
+
+// clusterView is one consistent picture of the cluster, rebuilt by the placement loop and
+// read lock-free by requests.
+type clusterView struct {
+	members       []membership.Member
+	placement     [][]raftgroup.Member // desired replicas per partition, preferred leader first
+	gossipLeaders map[int]leaderHint   // from the leader tables members gossip
+}
+
+// placementLoop keeps this node's groups converging on the ring's placement for the live
+// members: it opens replicas placed here, has the groups this node leads add, promote and
+// remove replicas one step at a time, hands leadership to preferred replicas, drops replicas
+// no longer placed here, and gossips which partitions this node leads.
+func (kv *GridKV) placementLoop() {
+	defer kv.wg.Done()
+	deadSince := make(map[string]time.Time)
+	tick := time.NewTicker(kv.cfg.timings.ReconcileInterval)
+	defer tick.Stop()
+	offset := 0
+	for {
+		kv.placementTick(deadSince, offset)
+		offset++
+		select {
+		case <-kv.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
+	now := time.Now()
+	members := kv.members.Members()
+	byID := make(map[string]membership.Member, len(members))
+	var live []string
+	for _, m := range members {
+		byID[m.ID] = m
+		switch m.State {
+		case membership.StateAlive, membership.StateSuspect:
+			delete(deadSince, m.ID)
+			live = append(live, m.ID)
+		case membership.StateDead:
+			if _, ok := deadSince[m.ID]; !ok {
+				deadSince[m.ID] = now
+			}
+			if now.Sub(deadSince[m.ID]) < kv.cfg.timings.DeadGrace {
+				live = append(live, m.ID)
+			}
+		}
+	}
+	view := &clusterView{
+		members:       members,
+		placement:     make([][]raftgroup.Member, kv.cfg.partitions),
+		gossipLeaders: make(map[int]leaderHint),
+	}
+	for p, ids := range ring.Place(kv.cfg.partitions, kv.cfg.replicas, live) {
+		for _, id := range ids {
+			m := byID[id]
+			view.placement[p] = append(view.placement[p], raftgroup.Member{NodeID: id, Incarnation: m.Incarnation, Addr: m.Addr})
+		}
+	}
+	for _, m := range members {
+		if m.State != membership.StateAlive {
+			continue
+		}
+		for _, p := range m.Leads {
+			if p >= 0 && p < kv.cfg.partitions {
+				view.gossipLeaders[p] = leaderHint{id: m.ID, addr: m.Addr}
+			}
+		}
+	}
+	kv.view.Store(view)
+	if kv.closed.Load() {
+		return
+	}
+
+	for p, desired := range view.placement {
+		if placedHere(desired, kv.cfg.nodeID) && kv.groups.Group(p) == nil {
+			if _, err := kv.groups.Open(p, false); err != nil {
+				kv.cfg.logger.Warn("opening replica", "partition", p, "err", err)
+			}
+		}
+	}
+
+	hosted := kv.groups.Hosted()
+	changes := 0
+	var leads []int
+	heartbeat := kv.cfg.timings.Raft.HeartbeatTimeout
+	for i := range hosted {
+		g := hosted[(i+offset)%len(hosted)]
+		p := g.ID()
+		desired := view.placement[p]
+		switch {
+		case g.Shutdown():
+			kv.groups.Drop(p)
+		case g.IsLeader():
+			leads = append(leads, p)
+			if changes >= kv.cfg.timings.MaxChangesPerTick {
+				continue
+			}
+			balance := len(desired) > 0 && byID[desired[0].NodeID].State == membership.StateAlive
+			change, err := g.Reconcile(desired, balance)
+			if change != raftgroup.NoChange {
+				changes++
+				kv.cfg.logger.Debug("placement step", "partition", p, "change", change.String(), "err", err)
+			} else if err != nil {
+				kv.cfg.logger.Debug("placement", "partition", p, "err", err)
+			}
+		case !placedHere(desired, kv.cfg.nodeID) && g.Age() > 10*heartbeat && time.Since(g.LastContact()) > 5*heartbeat:
+			// Removed from the group (or never added) and no leader talks to it any more.
+			kv.groups.Drop(p)
+		}
+	}
+	slices.Sort(leads)
+	kv.members.SetLeads(leads)
+}
+
+func placedHere(desired []raftgroup.Member, nodeID string) bool {
+	for _, m := range desired {
+		if m.NodeID == nodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshHintsFromGossip runs on membership changes; the placement loop's next tick picks
+// them up, so this only clears hints that point at members no longer alive.
+func (kv *GridKV) refreshHintsFromGossip() {
+	if kv.closed.Load() {
+		return
+	}
+	alive := make(map[string]bool)
+	for _, m := range kv.members.Members() {
+		if m.State == membership.StateAlive || m.State == membership.StateSuspect {
+			alive[m.ID] = true
+		}
+	}
+	for p := range kv.hints {
+		if h := kv.hints[p].Load(); h != nil && !alive[h.id] {
+			kv.hints[p].Store(nil)
+		}
+	}
+}

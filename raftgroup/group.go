@@ -1,0 +1,210 @@
+package raftgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/hashicorp/raft"
+)
+
+// Group is one hosted partition: its Raft instance, state machine, proposal batcher and read
+// index loop. All methods are safe for concurrent use.
+type Group struct {
+	id     int
+	m      *Manager
+	logger *slog.Logger
+	self   raft.ServerID
+
+	part     *store.Partition
+	fsm      *fsm
+	logs     *appendNotifier
+	trans    *raft.NetworkTransport
+	raft     *raft.Raft
+	created  time.Time
+	proposal chan *proposal
+	reads    chan chan error
+	inflight chan struct{}  // one token per batch submitted to raft and not yet resolved
+	resolve  chan submitted // batches in log order, for the resolver goroutine
+
+	// readyTerm is the term in which this replica, as leader, completed a barrier: from then
+	// on its commit index covers every earlier term's entries and it may serve reads.
+	readyTerm atomic.Uint64
+	// barrierIndex is the log index of that barrier; owned by readLoop.
+	barrierIndex uint64
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
+	cfg := m.cfg
+	g := &Group{
+		id:       id,
+		m:        m,
+		logger:   cfg.Logger.With("partition", id),
+		self:     ServerID(cfg.NodeID, cfg.Incarnation),
+		part:     store.NewPartition(cfg.Storage, cfg.Accountant),
+		created:  time.Now(),
+		proposal: make(chan *proposal, 4096),
+		reads:    make(chan chan error, 4096),
+		inflight: make(chan struct{}, cfg.Timing.MaxInflightBatches),
+		resolve:  make(chan submitted, cfg.Timing.MaxInflightBatches),
+		done:     make(chan struct{}),
+	}
+	g.fsm = newFSM(g.part)
+	g.logs = newAppendNotifier(raft.NewInmemStore())
+	stable := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+
+	local := ServerAddress(cfg.Addr, cfg.Incarnation)
+	layer := &taggedLayer{StreamLayer: cfg.Layer(uint32(id)), incarnation: cfg.Incarnation, local: advertised(local)}
+	g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:          layer,
+		MaxPool:         2,
+		MaxRPCsInFlight: 2,
+		Timeout:         cfg.Timing.RPCTimeout,
+		Logger:          raftLogger(cfg.Logger, id),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = g.self
+	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Timing.CommitTimeout
+	rc.SnapshotThreshold = cfg.Timing.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Timing.SnapshotInterval
+	rc.TrailingLogs = cfg.Timing.TrailingLogs
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.ShutdownOnRemove = true
+	rc.NoSnapshotRestoreOnStart = true
+	rc.Logger = raftLogger(cfg.Logger, id)
+
+	r, err := raft.NewRaft(rc, g.fsm, g.logs, stable, snaps, g.trans)
+	if err != nil {
+		g.trans.Close()
+		g.part.Close()
+		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
+	}
+	g.raft = r
+	if bootstrap {
+		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: g.self, Address: local}}}
+		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			g.shutdown()
+			return nil, fmt.Errorf("raftgroup: partition %d: bootstrap: %w", id, err)
+		}
+	}
+	g.wg.Add(3)
+	go g.batchLoop()
+	go g.resolveLoop()
+	go g.readLoop()
+	return g, nil
+}
+
+// ID returns the partition number.
+func (g *Group) ID() int { return g.id }
+
+// Partition returns the group's local state machine, for stale reads and inspection.
+func (g *Group) Partition() *store.Partition { return g.part }
+
+// IsLeader reports whether this replica currently believes it leads the group.
+func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
+
+// Shutdown reports whether the group's Raft instance has stopped (for example after this
+// replica was removed from the configuration).
+func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown }
+
+// LastContact returns the last time this replica heard from a leader (zero for a leader).
+func (g *Group) LastContact() time.Time { return g.raft.LastContact() }
+
+// Age returns how long ago this group was created on this node.
+func (g *Group) Age() time.Duration { return time.Since(g.created) }
+
+// Leader returns the node ID and host:port of the leader this replica knows of.
+func (g *Group) Leader() (nodeID, addr string) {
+	a, id := g.raft.LeaderWithID()
+	if id == "" {
+		return "", ""
+	}
+	nodeID, _ = NodeOf(id)
+	hostPort, _, err := SplitAddress(a)
+	if err != nil {
+		return nodeID, ""
+	}
+	return nodeID, hostPort
+}
+
+// notLeader builds the error a caller gets when this replica cannot serve as leader.
+func (g *Group) notLeader() error {
+	id, addr := g.Leader()
+	if id == g.m.cfg.NodeID {
+		id, addr = "", ""
+	}
+	return &NotLeaderError{Group: g.id, LeaderID: id, LeaderAddr: addr}
+}
+
+// Configuration returns the group's latest Raft configuration as this replica knows it.
+func (g *Group) Configuration() (raft.Configuration, error) {
+	cfg, _, err := g.configuration()
+	return cfg, err
+}
+
+// configuration also returns the log index of the configuration, which membership changes
+// name so that two changes never race.
+func (g *Group) configuration() (raft.Configuration, uint64, error) {
+	f := g.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raft.Configuration{}, 0, err
+	}
+	return f.Configuration(), f.Index(), nil
+}
+
+// waitApplied returns once this replica's state machine has applied index.
+func (g *Group) waitApplied(ctx context.Context, index uint64) error {
+	return g.fsm.waitApplied(ctx, g.done, index)
+}
+
+// shutdown stops the Raft instance and every goroutine of the group, failing waiting calls,
+// and gives the partition's memory back. Idempotent.
+func (g *Group) shutdown() {
+	g.closeOnce.Do(func() {
+		if err := g.raft.Shutdown().Error(); err != nil {
+			g.logger.Warn("raft shutdown", "err", err)
+		}
+		close(g.done)
+		g.wg.Wait()
+		g.trans.Close()
+		g.part.Close()
+	})
+}
+
+// mapRaftError turns an error from a raft future into this package's errors. appended says
+// whether the command may have reached the log.
+func (g *Group) mapRaftError(err error, appended bool) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return g.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("raftgroup: partition %d: %w", g.id, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case appended:
+		return fmt.Errorf("raftgroup: partition %d: %w: %v", g.id, ErrOutcomeUnknown, err)
+	default:
+		return fmt.Errorf("raftgroup: partition %d: %w", g.id, err)
+	}
+}
+
+// TransferLeadership hands this replica's leadership to the most up-to-date voter and waits
+// for the hand-off. Used before a graceful stop.
+func (g *Group) TransferLeadership() error {
+	return g.raft.LeadershipTransfer().Error()
+}

@@ -1,0 +1,188 @@
+package raftgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/hashicorp/raft"
+)
+
+// Timing tunes every group of a node. Many groups share one node, so heartbeats are kept
+// sparse; see DefaultTiming.
+type Timing struct {
+	HeartbeatTimeout   time.Duration // follower without contact this long starts an election
+	ElectionTimeout    time.Duration // candidate without a result this long retries
+	LeaderLeaseTimeout time.Duration // leader without quorum contact this long steps down
+	CommitTimeout      time.Duration // idle wait before a heartbeat carries the commit index
+	RPCTimeout         time.Duration // I/O deadline of one Raft RPC
+	ApplyTimeout       time.Duration // longest wait for a batch, barrier or leadership check
+
+	SnapshotThreshold uint64        // log entries since the last snapshot that trigger one
+	SnapshotInterval  time.Duration // how often the threshold is checked
+	TrailingLogs      uint64        // entries kept after a snapshot for slow followers
+
+	MaxBatch           int // commands per log entry
+	MaxBatchBytes      int // keys and values per log entry, approximately
+	MaxInflightBatches int // batches a group has in raft at once
+}
+
+// DefaultTiming returns timings for a LAN: elections within a few seconds of a leader's
+// loss, heartbeats every 100 ms per follower, snapshots every 8192 entries.
+func DefaultTiming() Timing {
+	return Timing{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		RPCTimeout:         10 * time.Second,
+		ApplyTimeout:       10 * time.Second,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   20 * time.Second,
+		TrailingLogs:       4096,
+		MaxBatch:           1024,
+		MaxBatchBytes:      4 << 20,
+		MaxInflightBatches: 4,
+	}
+}
+
+// Config is what a Manager needs. Every field is required unless marked.
+type Config struct {
+	NodeID      string
+	Incarnation uint64
+	Addr        string // host:port of this node
+	Partitions  int
+
+	Storage    store.StorageOptions
+	Accountant *store.Accountant
+
+	// Layer returns the stream layer that carries one group's Raft traffic.
+	Layer func(group uint32) raft.StreamLayer
+	// WaitApplied asks the node at addr to wait until its replica of group has applied index.
+	WaitApplied func(ctx context.Context, addr string, group int, index uint64) error
+
+	Timing Timing       // zero: DefaultTiming()
+	Logger *slog.Logger // nil: discard
+}
+
+// Manager owns the groups this node hosts. Safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	groups []atomic.Pointer[Group] // by partition; nil when not hosted. Lock-free for the hot path.
+
+	mu     sync.Mutex // serialises Open, Drop and Close; guards closed
+	closed bool
+}
+
+// NewManager returns a Manager that hosts no group yet.
+func NewManager(cfg Config) *Manager {
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{cfg: cfg, groups: make([]atomic.Pointer[Group], cfg.Partitions)}
+}
+
+// Group returns the hosted group of partition p, or nil.
+func (m *Manager) Group(p int) *Group {
+	if p < 0 || p >= len(m.groups) {
+		return nil
+	}
+	return m.groups[p].Load()
+}
+
+// Open starts this node's replica of partition p if it is not running. With bootstrap, a new
+// group is bootstrapped with this node as its only voter (only the first node of a cluster
+// does that); otherwise the replica waits to be added by the group's leader.
+func (m *Manager) Open(p int, bootstrap bool) (*Group, error) {
+	if p < 0 || p >= len(m.groups) {
+		return nil, fmt.Errorf("raftgroup: partition %d out of range [0, %d)", p, len(m.groups))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if g := m.groups[p].Load(); g != nil {
+		return g, nil
+	}
+	g, err := newGroup(m, p, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	m.groups[p].Store(g)
+	m.cfg.Logger.Debug("replica opened", "partition", p, "bootstrap", bootstrap)
+	return g, nil
+}
+
+// Drop stops this node's replica of partition p and frees its memory.
+func (m *Manager) Drop(p int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.Group(p)
+	if g == nil {
+		return
+	}
+	m.groups[p].Store(nil)
+	g.shutdown()
+	m.cfg.Logger.Debug("replica dropped", "partition", p)
+}
+
+// Hosted returns the groups this node runs.
+func (m *Manager) Hosted() []*Group {
+	var out []*Group
+	for i := range m.groups {
+		if g := m.groups[i].Load(); g != nil {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// WaitApplied waits until this node's replica of partition p has applied index. It serves the
+// leader's question for writes acknowledged by more replicas than a majority, and the
+// catch-up check before a new replica becomes a voter.
+func (m *Manager) WaitApplied(ctx context.Context, p int, index uint64) error {
+	g := m.Group(p)
+	if g == nil {
+		return fmt.Errorf("raftgroup: partition %d is not hosted here", p)
+	}
+	return g.waitApplied(ctx, index)
+}
+
+// Close stops every group. Idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	groups := m.Hosted()
+	for i := range m.groups {
+		m.groups[i].Store(nil)
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.shutdown()
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// errIsRetryable reports whether err says the request never entered a log, so it may be sent
+// again (to the leader it names, if any).
+func errIsRetryable(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout)
+}
+
+// Retryable reports whether err leaves the request certainly unapplied, so it may be retried.
+func Retryable(err error) bool { return errIsRetryable(err) }

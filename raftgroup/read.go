@@ -1,0 +1,117 @@
+package raftgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+)
+
+// ReadIndex returns nil once this replica's state machine reflects every write that committed
+// before the call, with this replica confirmed as leader meanwhile: a read of the local
+// partition after it is linearizable. Every read waiting at the same moment shares one
+// leadership confirmation (one heartbeat round).
+func (g *Group) ReadIndex(ctx context.Context) error {
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	done := make(chan error, 1)
+	select {
+	case g.reads <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-g.done:
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-g.done:
+		return ErrClosed
+	}
+}
+
+// readLoop serves read-index requests in rounds: it takes every request waiting, confirms
+// leadership once for all of them, waits for the state machine to catch up, and releases
+// them. Requests that arrive during a round wait for the next.
+func (g *Group) readLoop() {
+	defer g.wg.Done()
+	var waiting []chan error
+	for {
+		select {
+		case w := <-g.reads:
+			waiting = append(waiting[:0], w)
+		case <-g.done:
+			return
+		}
+	drain:
+		for {
+			select {
+			case w := <-g.reads:
+				waiting = append(waiting, w)
+			default:
+				break drain
+			}
+		}
+		err := g.readRound()
+		for _, w := range waiting {
+			w <- err
+		}
+	}
+}
+
+// readRound runs the read-index protocol once.
+func (g *Group) readRound() error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.m.cfg.Timing.ApplyTimeout)
+	defer cancel()
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	term := g.raft.CurrentTerm()
+	if g.readyTerm.Load() != term {
+		// A new leader's commit index may lag entries committed in earlier terms until an
+		// entry of its own term commits (hashicorp/raft #359). A barrier commits one and waits
+		// for the state machine to apply everything before it.
+		b := g.raft.Barrier(g.m.cfg.Timing.ApplyTimeout)
+		if err := b.Error(); err != nil {
+			return g.mapRaftError(err, false)
+		}
+		ib, ok := b.(raft.IndexFuture)
+		if !ok {
+			return fmt.Errorf("raftgroup: partition %d: barrier future has no index", g.id)
+		}
+		g.barrierIndex = ib.Index()
+		g.readyTerm.Store(term)
+	}
+	index := g.raft.CommitIndex()
+	if err := g.raft.VerifyLeader().Error(); err != nil {
+		return g.mapRaftError(err, false)
+	}
+	// Leadership confirmed in the same term that produced index: no other leader can have
+	// committed anything newer in between.
+	if g.raft.CurrentTerm() != term {
+		return g.notLeader()
+	}
+	if err := g.waitCovered(ctx, index); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return g.mapRaftError(err, false)
+		}
+		return err
+	}
+	return nil
+}
+
+// waitCovered waits until every command at or below index is reflected in the state machine.
+// Entries the state machine never sees (no-ops, barriers) only occur at the start of a term,
+// at or before this term's barrier, which waited for everything before it to apply; every
+// later entry is a command or a configuration change, and those advance the state machine's
+// applied index.
+func (g *Group) waitCovered(ctx context.Context, index uint64) error {
+	if index <= g.barrierIndex {
+		return nil
+	}
+	return g.waitApplied(ctx, index)
+}

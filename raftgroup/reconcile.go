@@ -1,0 +1,119 @@
+package raftgroup
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Member is a node the placement wants in a group.
+type Member struct {
+	NodeID      string
+	Incarnation uint64
+	Addr        string // host:port
+}
+
+func (m Member) serverID() raft.ServerID { return ServerID(m.NodeID, m.Incarnation) }
+
+// Change is what one Reconcile step did.
+type Change int
+
+const (
+	NoChange Change = iota
+	AddedLearner
+	PromotedVoter
+	RemovedServer
+	TransferredLeadership
+)
+
+func (c Change) String() string {
+	return [...]string{"none", "added learner", "promoted voter", "removed server", "transferred leadership"}[c]
+}
+
+// Reconcile moves the group one step toward desired (ordered; the first is the preferred
+// leader). Only the leader acts. The order is: add a missing replica as a non-voter, promote a
+// caught-up non-voter, remove a server that is not desired (handing leadership away first if
+// it is this one), and, with balance set, hand leadership to the preferred replica. Each call
+// makes at most one change, so callers can rate-limit changes across groups.
+func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
+	if g.raft.State() != raft.Leader || len(desired) == 0 {
+		return NoChange, nil
+	}
+	cfg, cfgIndex, err := g.configuration()
+	if err != nil {
+		return NoChange, err
+	}
+	current := make(map[raft.ServerID]raft.Server, len(cfg.Servers))
+	for _, s := range cfg.Servers {
+		current[s.ID] = s
+	}
+	want := make(map[raft.ServerID]bool, len(desired))
+	for _, d := range desired {
+		want[d.serverID()] = true
+	}
+	timeout := g.m.cfg.Timing.ApplyTimeout
+
+	for _, d := range desired {
+		if _, ok := current[d.serverID()]; !ok {
+			f := g.raft.AddNonvoter(d.serverID(), ServerAddress(d.Addr, d.Incarnation), cfgIndex, timeout)
+			return AddedLearner, wrapChange(g.id, "add learner", d.NodeID, f.Error())
+		}
+	}
+	for _, d := range desired {
+		s := current[d.serverID()]
+		if s.Suffrage == raft.Voter {
+			continue
+		}
+		if !g.caughtUp(d) {
+			return NoChange, nil
+		}
+		f := g.raft.AddVoter(s.ID, s.Address, cfgIndex, timeout)
+		return PromotedVoter, wrapChange(g.id, "promote", d.NodeID, f.Error())
+	}
+	for _, s := range cfg.Servers {
+		if want[s.ID] {
+			continue
+		}
+		if s.ID == g.self {
+			return g.transferTo(desired, current)
+		}
+		f := g.raft.RemoveServer(s.ID, cfgIndex, timeout)
+		nodeID, _ := NodeOf(s.ID)
+		return RemovedServer, wrapChange(g.id, "remove", nodeID, f.Error())
+	}
+	if balance && desired[0].serverID() != g.self {
+		// Only to the preferred replica itself: handing leadership to any other voter could
+		// bounce it between replicas that are both not preferred.
+		return g.transferTo(desired[:1], current)
+	}
+	return NoChange, nil
+}
+
+// transferTo hands leadership to the first desired voter.
+func (g *Group) transferTo(desired []Member, current map[raft.ServerID]raft.Server) (Change, error) {
+	for _, d := range desired {
+		s, ok := current[d.serverID()]
+		if !ok || s.Suffrage != raft.Voter || s.ID == g.self {
+			continue
+		}
+		f := g.raft.LeadershipTransferToServer(s.ID, s.Address)
+		return TransferredLeadership, wrapChange(g.id, "transfer leadership", d.NodeID, f.Error())
+	}
+	return NoChange, nil
+}
+
+// caughtUp asks a learner whether it has applied everything this leader has committed.
+func (g *Group) caughtUp(d Member) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return g.m.cfg.WaitApplied(ctx, d.Addr, g.id, g.raft.CommitIndex()) == nil
+}
+
+func wrapChange(group int, what, node string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("raftgroup: partition %d: %s %s: %w", group, what, node, err)
+}

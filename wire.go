@@ -1,0 +1,134 @@
+package gridkv
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/store"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Request kinds carried by the transport between nodes.
+const (
+	kindOp          uint8 = 1 // a client operation forwarded to a partition's leader or replica
+	kindWaitApplied uint8 = 2 // a leader asking a replica to report once it applied an index
+)
+
+// opKind is the operation of a forwarded request.
+type opKind uint8
+
+const (
+	opGet opKind = iota + 1
+	opSet
+	opDelete
+	opCAS
+)
+
+// opRequest is a client operation forwarded to another node. That node serves it from its own
+// replica only and answers codeNotLeader rather than forwarding again, so a request makes at
+// most one hop per attempt.
+type opRequest struct {
+	Partition int    `msgpack:"p"`
+	Op        opKind `msgpack:"o"`
+	Key       string `msgpack:"k"`
+	Value     []byte `msgpack:"v,omitempty"`
+	Version   uint64 `msgpack:"ver,omitempty"`
+	Stale     bool   `msgpack:"s,omitempty"`
+	Ack       int    `msgpack:"a,omitempty"`
+	Replicas  int    `msgpack:"r,omitempty"`
+	TimeoutMS int64  `msgpack:"t"`
+}
+
+// Response codes of an opResponse; each maps to one error on the caller's side.
+const (
+	codeOK uint8 = iota
+	codeNotLeader
+	codeKeyNotFound
+	codeVersionMismatch
+	codeMemoryLimit
+	codeOutcomeUnknown
+	codeClosed
+	codeInvalid
+	codeFailed
+)
+
+type opResponse struct {
+	Code       uint8  `msgpack:"c"`
+	Msg        string `msgpack:"m,omitempty"`
+	LeaderID   string `msgpack:"li,omitempty"`
+	LeaderAddr string `msgpack:"la,omitempty"`
+	Value      []byte `msgpack:"v,omitempty"`
+	Version    uint64 `msgpack:"ver,omitempty"`
+}
+
+type waitAppliedRequest struct {
+	Partition int    `msgpack:"p"`
+	Index     uint64 `msgpack:"i"`
+	TimeoutMS int64  `msgpack:"t"`
+}
+
+// errRemote is an error a peer reported that has no sentinel of its own.
+var errRemote = errors.New("gridkv: peer failed the request")
+
+// encodeError turns a local result error into a response code.
+func encodeError(err error, resp *opResponse) {
+	var nl *raftgroup.NotLeaderError
+	switch {
+	case err == nil:
+		resp.Code = codeOK
+	case errors.As(err, &nl):
+		resp.Code, resp.LeaderID, resp.LeaderAddr = codeNotLeader, nl.LeaderID, nl.LeaderAddr
+	case errors.Is(err, store.ErrKeyNotFound):
+		resp.Code = codeKeyNotFound
+	case errors.Is(err, store.ErrVersionMismatch):
+		resp.Code = codeVersionMismatch
+	case errors.Is(err, store.ErrMemoryLimit):
+		resp.Code = codeMemoryLimit
+	case errors.Is(err, raftgroup.ErrOutcomeUnknown):
+		resp.Code = codeOutcomeUnknown
+	case errors.Is(err, raftgroup.ErrClosed), errors.Is(err, ErrClosed):
+		resp.Code = codeClosed
+	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrValueTooLarge):
+		resp.Code = codeInvalid
+	default:
+		resp.Code = codeFailed
+	}
+	if err != nil {
+		resp.Msg = err.Error()
+	}
+}
+
+// decodeError turns a response code back into an error carrying the same sentinel.
+func decodeError(p int, resp *opResponse) error {
+	switch resp.Code {
+	case codeOK:
+		return nil
+	case codeNotLeader:
+		return &raftgroup.NotLeaderError{Group: p, LeaderID: resp.LeaderID, LeaderAddr: resp.LeaderAddr}
+	case codeKeyNotFound:
+		return store.ErrKeyNotFound
+	case codeVersionMismatch:
+		return store.ErrVersionMismatch
+	case codeMemoryLimit:
+		return fmt.Errorf("%w (at the leader: %s)", store.ErrMemoryLimit, resp.Msg)
+	case codeOutcomeUnknown:
+		return fmt.Errorf("%w: %s", raftgroup.ErrOutcomeUnknown, resp.Msg)
+	case codeClosed:
+		// The peer is shutting down; the request did not run there. Another node may serve it.
+		return &raftgroup.NotLeaderError{Group: p}
+	case codeInvalid:
+		return fmt.Errorf("%w: %s", ErrInvalidKey, resp.Msg)
+	default:
+		return fmt.Errorf("%w: %s", errRemote, resp.Msg)
+	}
+}
+
+func marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+func unmarshal(b []byte, v any) error {
+	if err := msgpack.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("gridkv: bad message: %w", err)
+	}
+	return nil
+}
