@@ -160,6 +160,7 @@ func (kv *GridKV) Close() error {
 		if err := kv.members.Leave(time.Second); err != nil {
 			kv.cfg.logger.Debug("leave", "err", err)
 		}
+		kv.awaitRemoval(5 * time.Second)
 		kv.closeErr = kv.shutdown()
 	})
 	return kv.closeErr
@@ -194,6 +195,27 @@ func (kv *GridKV) handOffLeadership() {
 		}()
 	}
 	waitTimeout(&wg, 2*time.Second)
+}
+
+// awaitRemoval waits, up to limit, until no group would lose its quorum when this node
+// stops: leaders remove a member that left at once, and a group of one or two voters that
+// still counts this node would otherwise stop committing, its own repair included.
+func (kv *GridKV) awaitRemoval(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		atRisk := 0
+		for _, g := range kv.groups.Hosted() {
+			voters, self, err := g.VoterCount()
+			if err == nil && self && voters <= 2 && voters > 1 {
+				atRisk++
+			}
+		}
+		if atRisk == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	kv.cfg.logger.Warn("closing while some partitions still count this node among two voters")
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) {

@@ -61,16 +61,8 @@ func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 			return AddedLearner, wrapChange(g.id, "add learner", d.NodeID, f.Error())
 		}
 	}
-	for _, d := range desired {
-		s := current[d.serverID()]
-		if s.Suffrage == raft.Voter {
-			continue
-		}
-		if !g.caughtUp(d) {
-			return NoChange, nil
-		}
-		f := g.raft.AddVoter(s.ID, s.Address, cfgIndex, timeout)
-		return PromotedVoter, wrapChange(g.id, "promote", d.NodeID, f.Error())
+	if ch, err := g.promote(desired, current, cfgIndex); ch != NoChange || err != nil {
+		return ch, err
 	}
 	for _, s := range cfg.Servers {
 		if want[s.ID] {
@@ -116,4 +108,70 @@ func wrapChange(group int, what, node string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("raftgroup: partition %d: %s %s: %w", group, what, node, err)
+}
+
+// promote makes caught-up learners voters. From an odd number of voters it promotes two at
+// once (back to back) when it can: a group left at an even size, two voters above all, stops
+// committing if either fails, and cannot even commit its own repair.
+func (g *Group) promote(desired []Member, current map[raft.ServerID]raft.Server, cfgIndex uint64) (Change, error) {
+	voters := 0
+	for _, s := range current {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	var learners []raft.Server
+	for _, d := range desired {
+		if s, ok := current[d.serverID()]; ok && s.Suffrage != raft.Voter {
+			learners = append(learners, s)
+		}
+	}
+	if len(learners) == 0 {
+		return NoChange, nil
+	}
+	var ready []raft.Server
+	for _, s := range learners {
+		nodeID, inc := NodeOf(s.ID)
+		hostPort, _, err := SplitAddress(s.Address)
+		if err == nil && g.caughtUp(Member{NodeID: nodeID, Incarnation: inc, Addr: hostPort}) {
+			ready = append(ready, s)
+		}
+	}
+	if len(ready) == 0 || (voters%2 == 1 && len(learners) >= 2 && len(ready) < 2) {
+		return NoChange, nil
+	}
+	if voters%2 == 0 || len(ready) == 1 {
+		ready = ready[:1]
+	} else {
+		ready = ready[:2]
+	}
+	timeout := g.m.cfg.Timing.ApplyTimeout
+	index := cfgIndex
+	for _, s := range ready {
+		f := g.raft.AddVoter(s.ID, s.Address, index, timeout)
+		nodeID, _ := NodeOf(s.ID)
+		if err := f.Error(); err != nil {
+			return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
+		}
+		index = f.Index()
+	}
+	return PromotedVoter, nil
+}
+
+// VoterCount returns how many voters the group's configuration has and whether this replica
+// is one of them.
+func (g *Group) VoterCount() (voters int, self bool, err error) {
+	cfg, err := g.Configuration()
+	if err != nil {
+		return 0, false, err
+	}
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			if s.ID == g.self {
+				self = true
+			}
+		}
+	}
+	return voters, self, nil
 }

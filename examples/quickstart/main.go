@@ -68,6 +68,16 @@ func run(base int, verbose bool) error {
 	}
 
 	start := time.Now()
+	for !fullyReplicated(nodes[0], 3) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for three replicas of every partition: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	fmt.Printf("every partition has 3 replicas and a leader (%v)\n", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
 	const keys = 1000
 	for i := 0; i < keys; i++ {
 		if err := nodes[0].Set(ctx, fmt.Sprintf("user:%d", i), []byte(fmt.Sprintf("value-%d", i))); err != nil {
@@ -120,4 +130,14 @@ func run(base int, verbose bool) error {
 		fmt.Printf("  %s leads %d of %d partitions\n", id, n, len(st.Partitions))
 	}
 	return nil
+}
+
+// fullyReplicated reports whether kv sees every partition with a leader and n replicas.
+func fullyReplicated(kv *gridkv.GridKV, n int) bool {
+	for _, p := range kv.Status().Partitions {
+		if p.Leader == "" || len(p.Replicas) != n {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,345 @@
+package raftgroup
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const kindWait uint8 = 9
+
+// node is one manager on its own transport.
+type node struct {
+	id  string
+	inc uint64
+	tr  *transport.Transport
+	m   *Manager
+}
+
+func fastTiming() Timing {
+	t := DefaultTiming()
+	t.HeartbeatTimeout = 300 * time.Millisecond
+	t.ElectionTimeout = 300 * time.Millisecond
+	t.LeaderLeaseTimeout = 150 * time.Millisecond
+	t.ApplyTimeout = 3 * time.Second
+	t.SnapshotThreshold = 64
+	t.SnapshotInterval = 200 * time.Millisecond
+	t.TrailingLogs = 16
+	return t
+}
+
+func startNode(t *testing.T, id string, inc uint64, addr string, partitions int) *node {
+	t.Helper()
+	tr, err := transport.Listen(transport.DefaultNetworkOptions(), addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{id: id, inc: inc, tr: tr}
+	n.m = NewManager(Config{
+		NodeID:      id,
+		Incarnation: inc,
+		Addr:        tr.Addr(),
+		Partitions:  partitions,
+		Storage:     store.DefaultStorageOptions(),
+		Accountant:  store.NewAccountant(0),
+		Layer:       tr.RaftLayer,
+		WaitApplied: func(ctx context.Context, addr string, group int, index uint64) error {
+			var b [16]byte
+			binary.BigEndian.PutUint64(b[:8], uint64(group))
+			binary.BigEndian.PutUint64(b[8:], index)
+			_, err := tr.Call(ctx, addr, kindWait, b[:])
+			return err
+		},
+		Timing: fastTiming(),
+	})
+	tr.Handle(kindWait, func(ctx context.Context, from string, req []byte) ([]byte, error) {
+		if len(req) != 16 {
+			return nil, errors.New("bad request")
+		}
+		return nil, n.m.WaitApplied(ctx, int(binary.BigEndian.Uint64(req[:8])), binary.BigEndian.Uint64(req[8:]))
+	})
+	tr.SetUnknownGroupHandler(func(group uint32) bool {
+		_, err := n.m.Open(int(group), false)
+		return err == nil
+	})
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.m.Close()
+	n.tr.Close()
+}
+
+func (n *node) member() Member { return Member{NodeID: n.id, Incarnation: n.inc, Addr: n.tr.Addr()} }
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// formGroup bootstraps partition p on nodes[0] and reconciles it until every node is a voter.
+func formGroup(t *testing.T, p int, nodes []*node) *Group {
+	t.Helper()
+	g, err := nodes[0].m.Open(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "bootstrap leader", g.IsLeader)
+	var desired []Member
+	for _, n := range nodes {
+		desired = append(desired, n.member())
+	}
+	waitFor(t, 15*time.Second, "all voters", func() bool {
+		if _, err := g.Reconcile(desired, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		cfg, err := g.Configuration()
+		if err != nil || len(cfg.Servers) != len(nodes) {
+			return false
+		}
+		for _, s := range cfg.Servers {
+			if s.Suffrage != raft.Voter {
+				return false
+			}
+		}
+		return true
+	})
+	return g
+}
+
+func threeNodes(t *testing.T, partitions int) []*node {
+	var nodes []*node
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), uint64(100+i), "127.0.0.1:0", partitions))
+	}
+	return nodes
+}
+
+func TestProposeReplicatesAndVersions(t *testing.T) {
+	nodes := threeNodes(t, 2)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	var last uint64
+	for i := 0; i < 50; i++ {
+		res, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i%5), Value: []byte{byte(i)}}, WriteLevel{Ack: AckCommit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Version <= last {
+			t.Fatalf("version %d not above %d", res.Version, last)
+		}
+		last = res.Version
+	}
+	// A CAS against a stale version fails inside a batch that commits.
+	res, err := g.Propose(ctx, store.Command{Op: store.OpCAS, Key: "k0", Value: []byte("x"), Version: 1}, WriteLevel{})
+	if err != nil || !errors.Is(res.Err, store.ErrVersionMismatch) {
+		t.Fatalf("stale CAS: res %+v err %v", res, err)
+	}
+	for _, n := range nodes[1:] {
+		fg := n.m.Group(0)
+		waitFor(t, 5*time.Second, "follower applied", func() bool {
+			return fg != nil && fg.Partition().AppliedIndex() >= g.Partition().AppliedIndex()
+		})
+		v, ver, ok := fg.Partition().Get("k4")
+		lv, lver, _ := g.Partition().Get("k4")
+		if !ok || string(v) != string(lv) || ver != lver {
+			t.Fatalf("follower %s has %q@%d, leader %q@%d", n.id, v, ver, lv, lver)
+		}
+	}
+}
+
+func TestConcurrentProposalsBatch(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	const writers, each = 32, 50
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				_, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("w%d-%d", w, i), Value: []byte("v")}, WriteLevel{})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := g.Partition().Len(); got != writers*each {
+		t.Fatalf("leader holds %d keys, want %d", got, writers*each)
+	}
+	// Far fewer log entries than commands: the batcher shares entries.
+	if idx := g.raft.LastIndex(); idx >= writers*each {
+		t.Fatalf("%d commands took %d log entries: no batching", writers*each, idx)
+	}
+}
+
+func TestFollowerAnswersNotLeaderWithHint(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	formGroup(t, 0, nodes)
+	f := nodes[1].m.Group(0)
+	waitFor(t, 5*time.Second, "follower knows leader", func() bool { id, _ := f.Leader(); return id != "" })
+	_, err := f.Propose(context.Background(), store.Command{Op: store.OpSet, Key: "k", Value: []byte("v")}, WriteLevel{})
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) || nl.LeaderID != "n0" || nl.LeaderAddr != nodes[0].tr.Addr() {
+		t.Fatalf("got %v, want NotLeaderError naming n0 at %s", err, nodes[0].tr.Addr())
+	}
+	if !Retryable(err) {
+		t.Fatal("NotLeaderError must be retryable")
+	}
+	if err := f.ReadIndex(context.Background()); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("follower ReadIndex: %v, want ErrNotLeader", err)
+	}
+}
+
+func TestReadIndexSeesCommittedWrites(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		key := fmt.Sprintf("k%d", i)
+		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: key, Value: []byte(key)}, WriteLevel{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.ReadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if v, _, ok := g.Partition().Get(key); !ok || string(v) != key {
+			t.Fatalf("after ReadIndex, %s = %q, %v", key, v, ok)
+		}
+	}
+}
+
+func TestWriteLevels(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	res, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: "a", Value: []byte("1")}, WriteLevel{Ack: AckAppend})
+	if err != nil || res.Version == 0 {
+		t.Fatalf("W=1 set: %+v %v", res, err)
+	}
+	res, err = g.Propose(ctx, store.Command{Op: store.OpSet, Key: "b", Value: []byte("2")}, WriteLevel{Ack: AckApplied, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged at W=3: every replica has applied it already, no waiting.
+	for _, n := range nodes {
+		if _, ver, ok := n.m.Group(0).Partition().Get("b"); !ok || ver != res.Version {
+			t.Fatalf("%s lacks b@%d right after a W=3 ack", n.id, res.Version)
+		}
+	}
+}
+
+func TestNewLeaderAfterLeaderStops(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	res, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: "kept", Value: []byte("v")}, WriteLevel{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].stop()
+	var leader *Group
+	waitFor(t, 10*time.Second, "a new leader", func() bool {
+		for _, n := range nodes[1:] {
+			if g := n.m.Group(0); g != nil && g.IsLeader() {
+				leader = g
+				return true
+			}
+		}
+		return false
+	})
+	if err := leader.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ver, ok := leader.Partition().Get("kept"); !ok || ver != res.Version {
+		t.Fatalf("acknowledged write lost after failover: ok=%v ver=%d want %d", ok, ver, res.Version)
+	}
+}
+
+func TestSnapshotsBoundTheLog(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	for i := 0; i < 400; i++ {
+		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i%10), Value: []byte("v")}, WriteLevel{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "log truncated after a snapshot", func() bool {
+		first, err := g.logs.FirstIndex()
+		return err == nil && first > 1
+	})
+}
+
+func TestOldIncarnationIsRefused(t *testing.T) {
+	a := startNode(t, "a", 1, "127.0.0.1:0", 1)
+	b := startNode(t, "b", 2, "127.0.0.1:0", 1)
+	layer := &taggedLayer{StreamLayer: a.tr.RaftLayer(7), incarnation: 1, local: advertised(ServerAddress(a.tr.Addr(), 1))}
+	defer layer.Close()
+	b.tr.SetUnknownGroupHandler(func(uint32) bool { return false })
+	blayer := &taggedLayer{StreamLayer: b.tr.RaftLayer(7), incarnation: 2, local: advertised(ServerAddress(b.tr.Addr(), 2))}
+	defer blayer.Close()
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := blayer.Accept()
+		if err != nil {
+			accepted <- err
+			return
+		}
+		_, err = c.Read(make([]byte, 1))
+		accepted <- err
+	}()
+	// Address b's previous life (incarnation 1): b must refuse.
+	c, err := layer.Dial(ServerAddress(b.tr.Addr(), 1), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0})
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, errWrongIncarnation) {
+			t.Fatalf("got %v, want errWrongIncarnation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream to an old incarnation was not refused")
+	}
+}
+
+func TestIDs(t *testing.T) {
+	id := ServerID("node/with/slash", 0xabc)
+	if n, inc := NodeOf(id); n != "node/with/slash" || inc != 0xabc {
+		t.Fatalf("NodeOf(%q) = %q, %x", id, n, inc)
+	}
+	addr := ServerAddress("127.0.0.1:7000", 0x1f)
+	if hp, inc, err := SplitAddress(addr); err != nil || hp != "127.0.0.1:7000" || inc != 0x1f {
+		t.Fatalf("SplitAddress(%q) = %q, %x, %v", addr, hp, inc, err)
+	}
+	if _, _, err := SplitAddress("127.0.0.1:7000"); err == nil {
+		t.Fatal("address without incarnation accepted")
+	}
+}
