@@ -1,0 +1,145 @@
+package store_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/feellmoose/gridkv/store"
+)
+
+const benchKeys = 1 << 16
+
+func benchKeyNames() []string {
+	keys := make([]string, benchKeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("bench-key-%08d", i)
+	}
+	return keys
+}
+
+func benchValue() []byte { return make([]byte, 100) }
+
+// BenchmarkGet is the stale read path: one allocation, the copy.
+func BenchmarkGet(b *testing.B) {
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			keys := benchKeyNames()
+			p := store.NewPartition(be.opts, nil)
+			for i, k := range keys {
+				p.ApplyBatch(uint64(i+1), []store.Command{{Op: store.OpSet, Key: k, Value: benchValue()}})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				if _, _, ok := p.Get(keys[i&(benchKeys-1)]); !ok {
+					b.Fatal("missing key")
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkGetParallel is BenchmarkGet from every core at once.
+func BenchmarkGetParallel(b *testing.B) {
+	keys := benchKeyNames()
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	for i, k := range keys {
+		p.ApplyBatch(uint64(i+1), []store.Command{{Op: store.OpSet, Key: k, Value: benchValue()}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			p.Get(keys[i&(benchKeys-1)])
+			i += 7
+		}
+	})
+}
+
+// BenchmarkSet is one command per log entry through ApplyBatch.
+func BenchmarkSet(b *testing.B) {
+	keys := benchKeyNames()
+	value := benchValue()
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	cmd := make([]store.Command, 1)
+	b.ReportAllocs()
+	index := uint64(0)
+	for b.Loop() {
+		index++
+		cmd[0] = store.Command{Op: store.OpSet, Key: keys[index&(benchKeys-1)], Value: value}
+		p.ApplyBatch(index, cmd)
+	}
+}
+
+// BenchmarkApplyBatch64 is 64 commands per log entry; ns/op is per batch.
+func BenchmarkApplyBatch64(b *testing.B) {
+	keys := benchKeyNames()
+	value := benchValue()
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	cmds := make([]store.Command, 64)
+	b.ReportAllocs()
+	index := uint64(0)
+	for b.Loop() {
+		index++
+		for i := range cmds {
+			cmds[i] = store.Command{Op: store.OpSet, Key: keys[(int(index)*64+i)&(benchKeys-1)], Value: value}
+		}
+		p.ApplyBatch(index, cmds)
+	}
+}
+
+func benchBatch() []store.Command {
+	keys := benchKeyNames()
+	cmds := make([]store.Command, 64)
+	for i := range cmds {
+		cmds[i] = store.Command{Op: store.OpSet, Key: keys[i], Value: benchValue()}
+	}
+	return cmds
+}
+
+// BenchmarkEncodeBatch encodes 64 commands into a reused buffer.
+func BenchmarkEncodeBatch(b *testing.B) {
+	cmds := benchBatch()
+	buf := store.AppendBatch(nil, cmds)
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = store.AppendBatch(buf[:0], cmds)
+	}
+}
+
+// BenchmarkDecodeBatch decodes 64 commands.
+func BenchmarkDecodeBatch(b *testing.B) {
+	data := store.AppendBatch(nil, benchBatch())
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := store.DecodeBatch(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshot is taking and writing a snapshot of 64K keys.
+func BenchmarkSnapshot(b *testing.B) {
+	keys := benchKeyNames()
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	for i, k := range keys {
+		p.ApplyBatch(uint64(i+1), []store.Command{{Op: store.OpSet, Key: k, Value: benchValue()}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s := p.Snapshot()
+		if _, err := s.WriteTo(discard{}); err != nil {
+			b.Fatal(err)
+		}
+		s.Release()
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

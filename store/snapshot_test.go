@@ -1,0 +1,275 @@
+package store_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/store/storepb"
+)
+
+// filled returns a partition with n keys, some with empty values, applied
+// up to index n+1, and its accountant.
+func filled(t testing.TB, opts store.StorageOptions, n int) (*store.Partition, *store.Accountant) {
+	a := store.NewAccountant(0)
+	p := store.NewPartition(opts, a)
+	for i := range n {
+		value := fmt.Sprint("value-", i)
+		if i%10 == 0 {
+			value = ""
+		}
+		set(t, p, uint64(i+1), fmt.Sprint("key-", i), value)
+	}
+	p.MarkApplied(uint64(n + 1))
+	return p, a
+}
+
+func snapshotBytes(t testing.TB, p *store.Partition) []byte {
+	t.Helper()
+	s := p.Snapshot()
+	defer s.Release()
+	var buf bytes.Buffer
+	n, err := s.WriteTo(&buf)
+	if err != nil || n != int64(buf.Len()) {
+		t.Fatalf("WriteTo = %d, %v; wrote %d", n, err, buf.Len())
+	}
+	return buf.Bytes()
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	for _, from := range backends {
+		for _, to := range backends {
+			t.Run(from.name+"->"+to.name, func(t *testing.T) {
+				src, srcAcct := filled(t, from.opts, 500)
+				data := snapshotBytes(t, src)
+
+				a := store.NewAccountant(0)
+				dst := store.NewPartition(to.opts, a)
+				set(t, dst, 1, "stale", "will be replaced")
+				if err := dst.Restore(bytes.NewReader(data)); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := stateOf(dst, a), stateOf(src, srcAcct); !got.equal(want) {
+					t.Fatalf("restored state differs: applied %d/%d, len %d/%d, bytes %d/%d, used %d/%d",
+						got.applied, want.applied, got.length, want.length, got.bytes, want.bytes, got.used, want.used)
+				}
+				if _, _, ok := dst.Get("stale"); ok {
+					t.Fatal("key from before Restore survived")
+				}
+				// The restored partition keeps working.
+				set(t, dst, 600, "after", "restore")
+				if dst.Len() != 501 {
+					t.Fatalf("Len after restore and set = %d", dst.Len())
+				}
+			})
+		}
+	}
+}
+
+func TestSnapshotEmptyPartition(t *testing.T) {
+	src := store.NewPartition(store.StorageOptions{}, nil)
+	data := snapshotBytes(t, src)
+	dst, _ := filled(t, store.StorageOptions{}, 10)
+	if err := dst.Restore(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if dst.Len() != 0 || dst.Bytes() != 0 || dst.AppliedIndex() != 0 {
+		t.Fatalf("restore of empty snapshot: len %d bytes %d applied %d", dst.Len(), dst.Bytes(), dst.AppliedIndex())
+	}
+}
+
+// Later applies must not change what an earlier snapshot writes.
+func TestSnapshotIsolatedFromLaterApplies(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, opts store.StorageOptions) {
+		p, a := filled(t, opts, 100)
+		want := stateOf(p, a)
+		s := p.Snapshot()
+		if s.Index() != 101 || s.Len() != 100 {
+			t.Fatalf("snapshot index %d len %d", s.Index(), s.Len())
+		}
+		p.ApplyBatch(200, []store.Command{
+			{Op: store.OpSet, Key: "key-1", Value: []byte("overwritten")},
+			{Op: store.OpDelete, Key: "key-2"},
+			{Op: store.OpSet, Key: "brand-new", Value: []byte("x")},
+			{Op: store.OpCAS, Key: "key-3", Value: []byte("swapped"), Version: store.Version(4, 0)},
+		})
+		var buf bytes.Buffer
+		if _, err := s.WriteTo(&buf); err != nil {
+			t.Fatal(err)
+		}
+		s.Release()
+		if _, err := s.WriteTo(io.Discard); err == nil {
+			t.Fatal("WriteTo after Release succeeded")
+		}
+		a2 := store.NewAccountant(0)
+		restored := store.NewPartition(opts, a2)
+		if err := restored.Restore(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if got := stateOf(restored, a2); !got.equal(want) {
+			t.Fatal("snapshot reflects applies made after it was taken")
+		}
+	})
+}
+
+// The stream is protodelim-framed storepb messages, both ways.
+func TestSnapshotMatchesGenerated(t *testing.T) {
+	p, _ := filled(t, store.StorageOptions{}, 50)
+	data := snapshotBytes(t, p)
+
+	r := bytes.NewReader(data)
+	var hdr storepb.SnapshotHeader
+	if err := protodelim.UnmarshalFrom(r, &hdr); err != nil {
+		t.Fatal(err)
+	}
+	if hdr.FormatVersion != store.SnapshotFormatVersion || hdr.AppliedIndex != 51 || hdr.EntryCount != 50 {
+		t.Fatalf("header %v", &hdr)
+	}
+	got := make(map[string]kv)
+	for range hdr.EntryCount {
+		var e storepb.SnapshotEntry
+		if err := protodelim.UnmarshalFrom(r, &e); err != nil {
+			t.Fatal(err)
+		}
+		// The hand encoder must produce what proto.Marshal produces.
+		want, _ := proto.Marshal(&e)
+		if !bytes.Contains(data, want) {
+			t.Fatalf("entry %q not encoded as proto.Marshal would", e.Key)
+		}
+		got[string(e.Key)] = kv{string(e.Value), e.Version}
+	}
+	if r.Len() != 0 || !maps.Equal(got, dump(p)) {
+		t.Fatalf("generated decoding differs (%d bytes left)", r.Len())
+	}
+
+	// And Restore reads a stream written by the generated code.
+	var buf bytes.Buffer
+	protodelim.MarshalTo(&buf, &storepb.SnapshotHeader{FormatVersion: 1, AppliedIndex: 7, EntryCount: 2})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotEntry{Key: []byte("a"), Value: []byte("1"), Version: store.Version(3, 0)})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotEntry{Key: []byte("b"), Version: store.Version(7, 2)})
+	q := store.NewPartition(store.StorageOptions{}, nil)
+	if err := q.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]kv{"a": {"1", store.Version(3, 0)}, "b": {"", store.Version(7, 2)}}
+	if !maps.Equal(dump(q), want) || q.AppliedIndex() != 7 {
+		t.Fatalf("restored %v at %d", dump(q), q.AppliedIndex())
+	}
+}
+
+// stream builds a snapshot stream from generated messages.
+func stream(hdr *storepb.SnapshotHeader, entries ...*storepb.SnapshotEntry) []byte {
+	var buf bytes.Buffer
+	protodelim.MarshalTo(&buf, hdr)
+	for _, e := range entries {
+		protodelim.MarshalTo(&buf, e)
+	}
+	return buf.Bytes()
+}
+
+// errReader fails after its data.
+type errReader struct {
+	data []byte
+	err  error
+}
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestRestoreRejectsBadInput(t *testing.T) {
+	src, _ := filled(t, store.StorageOptions{}, 20)
+	valid := snapshotBytes(t, src)
+	hdr := func(index, count uint64) *storepb.SnapshotHeader {
+		return &storepb.SnapshotHeader{FormatVersion: 1, AppliedIndex: index, EntryCount: count}
+	}
+	entry := func(key string, value []byte, version uint64) *storepb.SnapshotEntry {
+		return &storepb.SnapshotEntry{Key: []byte(key), Value: value, Version: version}
+	}
+	v := store.Version(5, 0)
+
+	cases := map[string][]byte{
+		"empty":           nil,
+		"trailing data":   append(bytes.Clone(valid), 0),
+		"garbage":         bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 100),
+		"format 0":        stream(&storepb.SnapshotHeader{AppliedIndex: 5}),
+		"format 2":        stream(&storepb.SnapshotHeader{FormatVersion: 2, AppliedIndex: 5}),
+		"too few entries": stream(hdr(5, 2), entry("a", nil, v)),
+		"too many":        stream(hdr(5, 1), entry("a", nil, v), entry("b", nil, v)),
+		"duplicate key":   stream(hdr(5, 2), entry("a", nil, v), entry("a", nil, v+1)),
+		"empty key":       stream(hdr(5, 1), entry("", nil, v)),
+		"key too long":    stream(hdr(5, 1), entry(string(make([]byte, store.MaxKeySize+1)), nil, v)),
+		"value too long":  stream(hdr(5, 1), entry("a", make([]byte, store.MaxValueSize+1), v)),
+		"version 0":       stream(hdr(5, 1), entry("a", nil, 0)),
+		"version pos 0":   stream(hdr(5, 1), entry("a", nil, 5<<16)),
+		"future version":  stream(hdr(5, 1), entry("a", nil, store.Version(6, 0))),
+		"huge record":     {0xff, 0xff, 0xff, 0xff, 0x0f},
+		"varint overflow": bytes.Repeat([]byte{0xff}, 11),
+		"huge count":      stream(hdr(5, 1<<62)),
+	}
+	for i := range len(valid) {
+		cases[fmt.Sprint("truncated at ", i)] = valid[:i]
+	}
+
+	for name, data := range cases {
+		a := store.NewAccountant(0)
+		p := store.NewPartition(store.StorageOptions{ShardCount: 8}, a)
+		set(t, p, 3, "old", "state")
+		before := stateOf(p, a)
+		err := p.Restore(bytes.NewReader(data))
+		if !errors.Is(err, store.ErrCorrupt) {
+			t.Errorf("%s: Restore = %v, want ErrCorrupt", name, err)
+		}
+		if !stateOf(p, a).equal(before) {
+			t.Errorf("%s: failed Restore changed the state", name)
+		}
+	}
+
+	// A reader's own error is returned, not reported as corruption.
+	ioErr := errors.New("disk on fire")
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	err := p.Restore(&errReader{data: valid[:len(valid)/2], err: ioErr})
+	if !errors.Is(err, ioErr) || errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("Restore with failing reader = %v", err)
+	}
+
+	p.Close()
+	if err := p.Restore(bytes.NewReader(valid)); !errors.Is(err, store.ErrPartitionClosed) {
+		t.Fatalf("Restore after Close = %v", err)
+	}
+}
+
+// failWriter accepts limit bytes, then fails.
+type failWriter struct{ limit int }
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if len(p) > w.limit {
+		n := w.limit
+		w.limit = 0
+		return n, io.ErrShortWrite
+	}
+	w.limit -= len(p)
+	return len(p), nil
+}
+
+func TestSnapshotWriteError(t *testing.T) {
+	p, _ := filled(t, store.StorageOptions{}, 5000)
+	s := p.Snapshot()
+	defer s.Release()
+	n, err := s.WriteTo(&failWriter{limit: 100_000})
+	if !errors.Is(err, io.ErrShortWrite) || n != 100_000 {
+		t.Fatalf("WriteTo = %d, %v", n, err)
+	}
+}

@@ -1,0 +1,151 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Size limits. They bound what one command may carry, so that a decoder
+// can reject oversized input before allocating for it.
+const (
+	// MaxKeySize is the largest key, in bytes. Keys are 1..MaxKeySize bytes.
+	MaxKeySize = 1024
+	// MaxValueSize is the largest value, in bytes. Empty values are allowed.
+	MaxValueSize = 1 << 20
+	// MaxBatch is the most commands one batch (one Raft log entry) may hold:
+	// Version reserves 16 bits for the position within the batch, and
+	// position 0 is never used so that no version is 0.
+	MaxBatch = 1<<16 - 1
+)
+
+// Sentinel errors. Compare with errors.Is: most are returned wrapped with
+// the numbers that caused them.
+var (
+	// ErrMemoryLimit means admitting a write would take the node over its
+	// memory limit.
+	ErrMemoryLimit = errors.New("gridkv: memory limit reached")
+	// ErrVersionMismatch is the result of a compare-and-swap whose expected
+	// version is not the key's current version.
+	ErrVersionMismatch = errors.New("gridkv: version mismatch")
+	// ErrKeyNotFound is the result of deleting a key that is absent.
+	ErrKeyNotFound = errors.New("gridkv: key not found")
+	// ErrCorrupt is wrapped by every failure to decode a batch or a snapshot.
+	ErrCorrupt = errors.New("gridkv: corrupt data")
+	// ErrInvalidCommand is wrapped by Command.Validate and is the result of
+	// a command handed to ApplyBatch that could never have been encoded
+	// validly (unknown op, empty or oversized key, oversized value).
+	ErrInvalidCommand = errors.New("gridkv: invalid command")
+	// ErrPartitionClosed is the result of applying to, or restoring, a
+	// partition after Close.
+	ErrPartitionClosed = errors.New("gridkv: partition closed")
+)
+
+// Backend selects how a partition lays out its map.
+type Backend int
+
+const (
+	// BackendMemorySharded, the default, splits a partition's keys over
+	// ShardCount maps, each behind its own RWMutex, so that readers on many
+	// cores and the apply loop rarely meet on one lock.
+	BackendMemorySharded Backend = iota
+	// BackendMemory keeps one map behind one RWMutex: no hashing on the
+	// read path, at the price of readers contending with the apply loop.
+	BackendMemory
+)
+
+// String returns the backend's name, or "Backend(n)" for an unknown value.
+func (b Backend) String() string {
+	switch b {
+	case BackendMemorySharded:
+		return "memory-sharded"
+	case BackendMemory:
+		return "memory"
+	default:
+		return fmt.Sprintf("Backend(%d)", int(b))
+	}
+}
+
+const (
+	// DefaultShardCount is the ShardCount used when the field is 0.
+	DefaultShardCount = 256
+	// MaxShardCount bounds ShardCount; beyond it the per-shard overhead
+	// outweighs any reduction in lock contention.
+	MaxShardCount = 1 << 16
+)
+
+// StorageOptions configures the storage of a node's partitions. The zero
+// value is valid and means the defaults.
+type StorageOptions struct {
+	// Backend selects the map layout. Zero is BackendMemorySharded.
+	Backend Backend
+	// MaxMemoryMB is the node-wide limit, in MiB, on the bytes accounted
+	// by EntrySize for all partitions the node hosts; it is meant for
+	// NewAccountant. 0 means no limit; negative values are invalid.
+	MaxMemoryMB int
+	// ShardCount is the number of shards of each partition with
+	// BackendMemorySharded (ignored otherwise). It must be a power of two
+	// no larger than MaxShardCount; 0 means DefaultShardCount.
+	ShardCount int
+}
+
+// DefaultStorageOptions returns the defaults: sharded backend with
+// DefaultShardCount shards and no memory limit.
+func DefaultStorageOptions() StorageOptions {
+	return StorageOptions{}.WithDefaults()
+}
+
+// WithDefaults returns o with zero fields replaced by their defaults.
+func (o StorageOptions) WithDefaults() StorageOptions {
+	if o.ShardCount == 0 {
+		o.ShardCount = DefaultShardCount
+	}
+	return o
+}
+
+// Validate reports the first invalid field of o. Zero fields are valid
+// (they mean the default), so Validate may be called before or after
+// WithDefaults.
+func (o StorageOptions) Validate() error {
+	switch o.Backend {
+	case BackendMemorySharded, BackendMemory:
+	default:
+		return fmt.Errorf("store: Backend %d is unknown", int(o.Backend))
+	}
+	if o.MaxMemoryMB < 0 {
+		return fmt.Errorf("store: MaxMemoryMB %d is negative", o.MaxMemoryMB)
+	}
+	if o.Backend == BackendMemorySharded {
+		n := o.ShardCount
+		switch {
+		case n < 0:
+			return fmt.Errorf("store: ShardCount %d is negative", n)
+		case n > MaxShardCount:
+			return fmt.Errorf("store: ShardCount %d exceeds %d", n, MaxShardCount)
+		case n&(n-1) != 0:
+			return fmt.Errorf("store: ShardCount %d is not a power of two", n)
+		}
+	}
+	return nil
+}
+
+// shardCount returns the number of shards NewPartition uses for o,
+// correcting invalid values instead of failing: NewPartition has no error
+// to return, and a partition that works with a different shard count is
+// better than a crashed node. Callers are expected to Validate first.
+func (o StorageOptions) shardCount() int {
+	if o.Backend == BackendMemory {
+		return 1
+	}
+	n := o.ShardCount
+	switch {
+	case n <= 0:
+		return DefaultShardCount
+	case n >= MaxShardCount:
+		return MaxShardCount
+	}
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
