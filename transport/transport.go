@@ -1,0 +1,362 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Connection-type bytes: the first byte of every TCP connection. Printable
+// letters so a packet capture is easy to read, and unlikely to be the first
+// byte of a stray client speaking another protocol.
+const (
+	connTypeGossip byte = 'G' // the rest is a memberlist stream
+	connTypeMux    byte = 'M' // advertised address, then a yamux session
+)
+
+// Stream-kind bytes: the first byte of every yamux stream.
+const (
+	streamRaft    byte = 'R' // big-endian uint32 group, then raft's protocol
+	streamRequest byte = 'Q' // request/response frames, see Call
+)
+
+const (
+	// maxAdvertiseLen bounds the address a dialer names in the mux
+	// handshake; it is sent with a one-byte length.
+	maxAdvertiseLen = 255
+
+	// yamuxAcceptBacklog is how many streams a session may have opened but
+	// not yet accepted. Every Raft group opens its own streams to a peer,
+	// so this must cover bursts from many groups at once (after a restart,
+	// say); a full backlog makes yamux reset new streams.
+	yamuxAcceptBacklog = 2048
+
+	// yamuxKeepAlive is the ping interval on idle sessions, so a peer that
+	// vanished without a FIN is noticed and redialled.
+	yamuxKeepAlive = 15 * time.Second
+
+	// yamuxStreamCloseTimeout bounds how long a half-closed stream waits for
+	// the peer's FIN before it is reset and its memory released.
+	yamuxStreamCloseTimeout = time.Minute
+
+	// udpRecvBufSize is the UDP socket receive buffer asked for, so a burst
+	// of gossip is not dropped by the kernel while memberlist catches up.
+	udpRecvBufSize = 2 << 20
+
+	// maxUDPPacket is the largest datagram read.
+	maxUDPPacket = 65536
+
+	// listenAttempts bounds the retries when port 0 gives a TCP port whose
+	// UDP twin is already taken.
+	listenAttempts = 10
+)
+
+// Transport is a node's single network endpoint. It is safe for concurrent
+// use. Create it with Listen; Close releases everything it holds.
+//
+// Locks: mu, peersMu, groupsMu, handlersMu, gossipMu and each peer's mu are
+// independent; no code path holds two of them at once.
+type Transport struct {
+	opts      NetworkOptions
+	advertise string // host:port peers dial; what Addr reports
+	logger    *slog.Logger
+	yamuxConf *yamux.Config
+
+	tcpLn   *net.TCPListener
+	udpConn *net.UDPConn
+
+	// done is closed when Close starts; every blocking wait selects on it.
+	done chan struct{}
+	// baseCtx is cancelled by Close; handler contexts derive from it so
+	// running handlers learn that the node is going away.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+	closeOnce  sync.Once
+	// wg counts every goroutine this package starts. Add is only called
+	// with mu held and closed false, so it never races Close's Wait.
+	wg sync.WaitGroup
+
+	// mu protects closed, conns and inbound.
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*trackedConn]struct{} // every open TCP connection, both directions
+	inbound int                       // inbound connections in conns, for MaxInbound
+
+	// peersMu protects the peers map (each peer guards its own state).
+	peersMu sync.Mutex
+	peers   map[string]*peer
+
+	// groupsMu protects groups and unknownGroup.
+	groupsMu     sync.RWMutex
+	groups       map[uint32]*raftLayer
+	unknownGroup func(group uint32) bool
+
+	// handlersMu protects handlers.
+	handlersMu sync.RWMutex
+	handlers   map[uint8]Handler
+
+	// gossipMu protects gossip.
+	gossipMu sync.Mutex
+	gossip   *gossipTransport
+
+	// Connection counters; tests use them to check that the number of TCP
+	// connections does not grow with the number of Raft groups.
+	acceptedMux atomic.Int64
+	dialedMux   atomic.Int64
+}
+
+// Listen binds TCP and UDP on opts.BindAddr (or on advertise when BindAddr
+// is empty) and starts serving. advertise is the host:port peers use to
+// reach this node. When the bind port is 0 a free port is chosen, UDP binds
+// the same port, and Addr reports the advertised host with that port.
+// logger may be nil to discard logs.
+func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transport, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.WithDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	advHost, advPort, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return nil, fmt.Errorf("transport: advertise address %q is not host:port: %w", advertise, err)
+	}
+	if advHost == "" {
+		return nil, fmt.Errorf("transport: advertise address %q has no host peers could dial", advertise)
+	}
+	if len(advertise) > maxAdvertiseLen {
+		return nil, fmt.Errorf("transport: advertise address %q is longer than %d bytes", advertise, maxAdvertiseLen)
+	}
+	bind := opts.BindAddr
+	if bind == "" {
+		bind = advertise
+	}
+	tcpLn, udpConn, err := listenPair(bind)
+	if err != nil {
+		return nil, err
+	}
+	port := tcpLn.Addr().(*net.TCPAddr).Port
+	if _, bindPort, _ := net.SplitHostPort(bind); bindPort == "0" || advPort == "0" {
+		advertise = net.JoinHostPort(advHost, strconv.Itoa(port))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Transport{
+		opts:       opts,
+		advertise:  advertise,
+		logger:     logger,
+		tcpLn:      tcpLn,
+		udpConn:    udpConn,
+		done:       make(chan struct{}),
+		baseCtx:    ctx,
+		cancelBase: cancel,
+		conns:      make(map[*trackedConn]struct{}),
+		peers:      make(map[string]*peer),
+		groups:     make(map[uint32]*raftLayer),
+		handlers:   make(map[uint8]Handler),
+	}
+	t.yamuxConf = t.newYamuxConfig()
+	t.goTracked("tcp accept loop", nil, t.acceptLoop)
+	t.goTracked("udp read loop", nil, t.udpLoop)
+	logger.Debug("transport listening", "bind", tcpLn.Addr().String(), "advertise", advertise)
+	return t, nil
+}
+
+// listenPair binds TCP and UDP on the same address. With port 0 the kernel
+// picks the TCP port; if UDP cannot have the same number, another TCP port
+// is tried.
+func listenPair(bind string) (*net.TCPListener, *net.UDPConn, error) {
+	tcpAddr, err := net.ResolveTCPAddr("tcp", bind)
+	if err != nil {
+		return nil, nil, fmt.Errorf("transport: resolve bind address %q: %w", bind, err)
+	}
+	var lastErr error
+	for range listenAttempts {
+		tcpLn, err := net.ListenTCP("tcp", tcpAddr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("transport: listen TCP on %q: %w", bind, err)
+		}
+		port := tcpLn.Addr().(*net.TCPAddr).Port
+		udpConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: tcpAddr.IP, Port: port, Zone: tcpAddr.Zone})
+		if err == nil {
+			setUDPRecvBuf(udpConn)
+			return tcpLn, udpConn, nil
+		}
+		_ = tcpLn.Close()
+		lastErr = err
+		if tcpAddr.Port != 0 {
+			break // a fixed port: retrying cannot help
+		}
+	}
+	return nil, nil, fmt.Errorf("transport: listen UDP on %q: %w", bind, lastErr)
+}
+
+// setUDPRecvBuf asks for a large receive buffer, halving until the kernel
+// accepts; a small buffer only costs dropped gossip packets, so failure is
+// not an error.
+func setUDPRecvBuf(c *net.UDPConn) {
+	for size := udpRecvBufSize; size > 0; size /= 2 {
+		if c.SetReadBuffer(size) == nil {
+			return
+		}
+	}
+}
+
+// newYamuxConfig derives the session configuration from the options.
+func (t *Transport) newYamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = yamuxAcceptBacklog
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = yamuxKeepAlive
+	c.ConnectionWriteTimeout = t.opts.WriteTimeout
+	// yamux closes the whole session when a stream open is not acknowledged
+	// in time; give the peer a read and a write timeout's worth.
+	c.StreamOpenTimeout = t.opts.ReadTimeout + t.opts.WriteTimeout
+	c.StreamCloseTimeout = yamuxStreamCloseTimeout
+	c.LogOutput = nil
+	c.Logger = yamuxLogger{t.logger.With("component", "yamux")}
+	return c
+}
+
+// Addr returns the address peers use to reach this node (host:port).
+func (t *Transport) Addr() string { return t.advertise }
+
+// Close stops the transport: it closes the listeners and every connection,
+// makes blocked calls return, cancels the contexts of running handlers, and
+// waits for every goroutine the transport started, including running
+// handlers, to return. It is idempotent; every call waits, returns nil.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		close(t.done)
+		conns := make([]*trackedConn, 0, len(t.conns))
+		for c := range t.conns {
+			conns = append(conns, c)
+		}
+		t.mu.Unlock()
+
+		t.cancelBase()
+		_ = t.tcpLn.Close()
+		_ = t.udpConn.Close()
+		// Closing a session's connection ends the session: its streams fail
+		// and the goroutines serving them return.
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		t.logger.Debug("transport closed", "addr", t.advertise)
+	})
+	t.wg.Wait()
+	return nil
+}
+
+// isClosed reports whether Close has started.
+func (t *Transport) isClosed() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// goTracked runs fn in a goroutine counted by wg, unless the transport is
+// closed. A panic in fn is logged with its stack and, as a last line of
+// defence, closes onPanic (if not nil) instead of crashing the process.
+func (t *Transport) goTracked(what string, onPanic io.Closer, fn func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				t.logger.Error("transport: recovered from panic", "in", what, "panic", r, "stack", string(debug.Stack()))
+				if onPanic != nil {
+					_ = onPanic.Close()
+				}
+			}
+		}()
+		fn()
+	}()
+	return true
+}
+
+// trackedConn is a TCP connection registered with its Transport, so that
+// Close can find it and MaxInbound can count it. Closing it unregisters it.
+type trackedConn struct {
+	net.Conn
+	t        *Transport
+	inbound  bool
+	closeErr error
+	once     sync.Once
+}
+
+// Close closes the connection once and unregisters it.
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.conns, c)
+		if c.inbound {
+			c.t.inbound--
+		}
+		c.t.mu.Unlock()
+		c.closeErr = c.Conn.Close()
+	})
+	return c.closeErr
+}
+
+// track registers conn. It fails, closing conn, when the transport is closed
+// or (for inbound connections) when MaxInbound connections are already open.
+func (t *Transport) track(conn net.Conn, inbound bool) (*trackedConn, error) {
+	t.mu.Lock()
+	switch {
+	case t.closed:
+		t.mu.Unlock()
+		_ = conn.Close()
+		return nil, ErrClosed
+	case inbound && t.inbound >= t.opts.MaxInbound:
+		open := t.inbound
+		t.mu.Unlock()
+		_ = conn.Close()
+		return nil, fmt.Errorf("transport: %d inbound connections open, MaxInbound %d", open, t.opts.MaxInbound)
+	}
+	c := &trackedConn{Conn: conn, t: t, inbound: inbound}
+	t.conns[c] = struct{}{}
+	if inbound {
+		t.inbound++
+	}
+	t.mu.Unlock()
+	return c, nil
+}
+
+// yamuxLogger routes yamux's printf-style logs to slog: its [ERR] and [WARN]
+// lines as warnings (a session failed; the transport recovers by
+// redialling), everything else as debug.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any)                 { y.log(fmt.Sprint(v...)) }
+func (y yamuxLogger) Printf(format string, v ...any) { y.log(fmt.Sprintf(format, v...)) }
+func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprintln(v...)) }
+
+func (y yamuxLogger) log(msg string) {
+	level := slog.LevelDebug
+	if strings.HasPrefix(msg, "[ERR]") || strings.HasPrefix(msg, "[WARN]") {
+		level = slog.LevelWarn
+	}
+	y.l.Log(context.Background(), level, strings.TrimSpace(msg))
+}
