@@ -9,6 +9,7 @@ import (
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
 	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
 )
 
 // Entry is a value with its version.
@@ -284,6 +285,11 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (sto
 	}
 	out, err := kv.trans.Call(ctx, addr, kindOp, b)
 	if err != nil {
+		if errors.Is(err, transport.ErrNotSent) && ctx.Err() == nil {
+			// The peer was never reached (gone, restarting): ask elsewhere.
+			kv.hints[req.Partition].Store(nil)
+			return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition}
+		}
 		if ctx.Err() != nil {
 			if req.Op == opGet {
 				return store.Result{}, ctx.Err()

@@ -15,6 +15,11 @@ var (
 	// ErrUnknownKind matches (with errors.Is) the *RemoteError returned by
 	// Call when the peer has no handler registered for the request kind.
 	ErrUnknownKind = errors.New("transport: no handler for request kind")
+
+	// ErrNotSent wraps a Call failure where no byte of the request left this
+	// node (the peer could not be reached): the handler certainly did not run,
+	// so the request may be sent again, there or elsewhere.
+	ErrNotSent = errors.New("transport: request not sent")
 )
 
 // RemoteError is the error a peer's Handler returned, carried back to the

@@ -66,7 +66,7 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 			st, err = t.openStream(dialCtx, p, []byte{streamRequest})
 			cancel()
 			if err != nil {
-				return nil, t.callError(ctx, addr, kind, err)
+				return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 			}
 		}
 		resp, sent, err := t.roundTrip(ctx, p, st, deadline, kind, req)
@@ -82,6 +82,9 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 			var re *RemoteError
 			if errors.As(err, &re) || errors.Is(err, ErrFrameTooLarge) {
 				return nil, err
+			}
+			if !sent {
+				return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 			}
 			return nil, t.callError(ctx, addr, kind, err)
 		}
