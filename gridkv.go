@@ -33,6 +33,9 @@ type GridKV struct {
 	// view is the latest placement and member table, rebuilt by the placement loop.
 	view atomic.Pointer[clusterView]
 
+	// poke wakes the placement loop early (membership changed).
+	poke chan struct{}
+
 	closed    atomic.Bool
 	done      chan struct{}
 	closeOnce sync.Once
@@ -59,6 +62,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		acct:        store.NewAccountant(cfg.storage.MaxMemoryMB),
 		hints:       make([]atomic.Pointer[leaderHint], cfg.partitions),
 		done:        make(chan struct{}),
+		poke:        make(chan struct{}, 1),
 	}
 	log := cfg.logger.With("node", cfg.nodeID)
 
@@ -99,7 +103,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Timing:      cfg.timings.Gossip,
 		JoinTimeout: cfg.timings.JoinTimeout,
 		Logger:      log,
-		OnChange:    kv.refreshHintsFromGossip,
+		OnChange:    kv.pokePlacement,
 	})
 	if err != nil {
 		kv.groups.Close()

@@ -34,6 +34,7 @@ func (kv *GridKV) placementLoop() {
 		case <-kv.done:
 			return
 		case <-tick.C:
+		case <-kv.poke:
 		}
 	}
 }
@@ -80,6 +81,7 @@ func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
 		}
 	}
 	kv.view.Store(view)
+	kv.dropStaleHints(byID)
 	if kv.closed.Load() {
 		return
 	}
@@ -134,21 +136,23 @@ func placedHere(desired []raftgroup.Member, nodeID string) bool {
 	return false
 }
 
-// refreshHintsFromGossip runs on membership changes; the placement loop's next tick picks
-// them up, so this only clears hints that point at members no longer alive.
-func (kv *GridKV) refreshHintsFromGossip() {
-	if kv.closed.Load() {
-		return
+// pokePlacement runs on membership changes: the placement loop takes a fresh look at once
+// instead of at its next tick. It may run before NewGridKV returns, so it touches nothing but
+// the channel.
+func (kv *GridKV) pokePlacement() {
+	select {
+	case kv.poke <- struct{}{}:
+	default:
 	}
-	alive := make(map[string]bool)
-	for _, m := range kv.members.Members() {
-		if m.State == membership.StateAlive || m.State == membership.StateSuspect {
-			alive[m.ID] = true
-		}
-	}
+}
+
+// dropStaleHints forgets leader hints that point at members no longer alive.
+func (kv *GridKV) dropStaleHints(byID map[string]membership.Member) {
 	for p := range kv.hints {
-		if h := kv.hints[p].Load(); h != nil && !alive[h.id] {
-			kv.hints[p].Store(nil)
+		if h := kv.hints[p].Load(); h != nil {
+			if m, ok := byID[h.id]; !ok || (m.State != membership.StateAlive && m.State != membership.StateSuspect) {
+				kv.hints[p].Store(nil)
+			}
 		}
 	}
 }

@@ -21,11 +21,12 @@ type Member struct {
 
 // PartitionStatus describes one partition. For a partition this node hosts, Leader and
 // Replicas come from its own Raft group; for one it does not host, from gossip and the
-// placement, and may lag behind.
+// placement, and may lag behind. Replicas lists voters only: a new replica still catching
+// up appears once it has been promoted.
 type PartitionStatus struct {
 	ID       int
 	Leader   string   // node ID of the leader as this node knows it; "" if unknown
-	Replicas []string // node IDs in the group's Raft configuration, as this node knows it
+	Replicas []string // node IDs of the voters in the group's Raft configuration, as this node knows it
 }
 
 // Status returns this node's view of the cluster.
@@ -44,6 +45,9 @@ func (kv *GridKV) Status() Status {
 		if g := kv.groups.Group(p); g != nil {
 			if cfg, err := g.Configuration(); err == nil {
 				for _, s := range cfg.Servers {
+					if s.Suffrage != raft.Voter {
+						continue // a learner still catching up holds no vote yet
+					}
 					id, _ := raftgroupNode(s.ID)
 					ps.Replicas = append(ps.Replicas, id)
 				}

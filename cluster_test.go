@@ -1,0 +1,379 @@
+package gridkv_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/internal/cluster"
+	"github.com/feellmoose/gridkv/ring"
+)
+
+const partitions = cluster.DefaultPartitions
+
+// startCluster starts n nodes and waits until every one of them sees n alive members and
+// every partition with a leader and min(n, 3) replicas.
+func startCluster(t *testing.T, n int) *cluster.Cluster {
+	t.Helper()
+	c := cluster.Start(t, n, nil)
+	c.WaitReady(t, 60*time.Second)
+	c.WaitFor(t, 60*time.Second, fmt.Sprintf("%d nodes agree on members, replicas and leaders", n), func() bool {
+		return formed(c, n, min(n, 3))
+	})
+	return c
+}
+
+// formed reports whether every live node sees members alive nodes and every partition with a
+// leader and replicas replicas.
+func formed(c *cluster.Cluster, members, replicas int) bool {
+	for _, n := range c.Live() {
+		st := n.KV.Status()
+		alive := 0
+		for _, m := range st.Members {
+			if m.State == "alive" {
+				alive++
+			}
+		}
+		if alive != members || len(st.Partitions) != partitions {
+			return false
+		}
+		for _, p := range st.Partitions {
+			if p.Leader == "" || len(p.Replicas) != replicas {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// authoritative returns, per partition, the Status entry of the node that reports itself as the
+// partition's leader (its Replicas come from that leader's own Raft configuration), and false if
+// some partition has no such node.
+func authoritative(c *cluster.Cluster) ([]gridkv.PartitionStatus, bool) {
+	out := make([]gridkv.PartitionStatus, partitions)
+	found := make([]bool, partitions)
+	for _, n := range c.Live() {
+		for _, p := range n.KV.Status().Partitions {
+			if p.Leader == n.ID && p.ID < partitions {
+				out[p.ID], found[p.ID] = p, true
+			}
+		}
+	}
+	return out, !slices.Contains(found, false)
+}
+
+// leaderCounts returns how many partitions each live node leads, by the nodes' own reports.
+func leaderCounts(c *cluster.Cluster) map[string]int {
+	counts := make(map[string]int)
+	for _, n := range c.Live() {
+		counts[n.ID] = 0
+		for _, p := range n.KV.Status().Partitions {
+			if p.Leader == n.ID {
+				counts[n.ID]++
+			}
+		}
+	}
+	return counts
+}
+
+// balanced reports whether every partition has a leader that knows itself as such, every live
+// node leads at least one partition and none more than ceil(partitions/nodes)+2.
+func balanced(c *cluster.Cluster) bool {
+	if _, ok := authoritative(c); !ok {
+		return false
+	}
+	counts := leaderCounts(c)
+	limit := (partitions+len(counts)-1)/len(counts) + 2
+	for _, n := range counts {
+		if n < 1 || n > limit {
+			return false
+		}
+	}
+	return true
+}
+
+// settle waits until the cluster is formed and its leaders are balanced. Status lists every
+// server of a group's Raft configuration as a replica, non-voters still catching up included,
+// so "3 replicas" alone does not mean a partition survives losing a node; a balanced leadership
+// means the placement loop has moved on from adding replicas to transferring leaders.
+func settle(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	n := len(c.Live())
+	c.WaitFor(t, 60*time.Second, "cluster formed with balanced leaders", func() bool {
+		return formed(c, n, min(n, 3)) && balanced(c)
+	})
+}
+
+// keyInPartition returns a key that ring.PartitionOf maps to p.
+func keyInPartition(prefix string, p int) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		if ring.PartitionOf(k, partitions) == p {
+			return k
+		}
+	}
+}
+
+func TestClusterFormation(t *testing.T) {
+	c := cluster.Start(t, 3, nil)
+	start := time.Now()
+	c.WaitFor(t, 60*time.Second, "3 alive members and 3 replicas with a leader per partition on every node", func() bool {
+		return formed(c, 3, 3)
+	})
+	t.Logf("formed in %v", time.Since(start).Round(time.Millisecond))
+
+	// Every node names the same three nodes as replicas, and the leader is one of them.
+	ids := []string{c.Node(0).ID, c.Node(1).ID, c.Node(2).ID}
+	for _, n := range c.Live() {
+		for _, p := range n.KV.Status().Partitions {
+			got := slices.Sorted(slices.Values(p.Replicas))
+			if !slices.Equal(got, ids) {
+				t.Errorf("%s: partition %d has replicas %v, want %v", n.ID, p.ID, p.Replicas, ids)
+			}
+			if !slices.Contains(ids, p.Leader) {
+				t.Errorf("%s: partition %d has leader %q, not a member", n.ID, p.ID, p.Leader)
+			}
+		}
+	}
+}
+
+func TestReplicationAcrossNodes(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := testContext(t, 60*time.Second)
+	nodes := c.Live()
+
+	const perNode = 20
+	for i, w := range nodes {
+		keys := make([]string, perNode)
+		for j := range keys {
+			keys[j] = fmt.Sprintf("rep-%d-%d", i, j)
+			if err := w.KV.Set(ctx, keys[j], []byte("from-"+w.ID+"-"+keys[j])); err != nil {
+				t.Fatalf("Set %s through %s: %v", keys[j], w.ID, err)
+			}
+		}
+		// Stale reads on every node see the writes within 500 ms of the last acknowledgement.
+		acked := time.Now()
+		for _, r := range nodes {
+			pending := slices.Clone(keys)
+			for len(pending) > 0 {
+				pending = slices.DeleteFunc(pending, func(k string) bool {
+					v, err := r.KV.Get(ctx, k, gridkv.WithConsistency(gridkv.Stale))
+					return err == nil && string(v) == "from-"+w.ID+"-"+k
+				})
+				if len(pending) == 0 {
+					break
+				}
+				if time.Since(acked) > 500*time.Millisecond {
+					t.Fatalf("stale reads on %s still miss %d writes made through %s 500ms after they were acknowledged, e.g. %s",
+						r.ID, len(pending), w.ID, pending[0])
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	// Linearizable reads through every other node return every write at once.
+	for i, w := range nodes {
+		for _, r := range nodes {
+			if r == w {
+				continue
+			}
+			for j := 0; j < perNode; j++ {
+				k := fmt.Sprintf("rep-%d-%d", i, j)
+				v, err := r.KV.Get(ctx, k)
+				if err != nil || string(v) != "from-"+w.ID+"-"+k {
+					t.Fatalf("linearizable Get %s through %s = %q, %v; want the value written through %s", k, r.ID, v, err, w.ID)
+				}
+				e, err := r.KV.GetEntry(ctx, k)
+				if err != nil || string(e.Value) != "from-"+w.ID+"-"+k || e.Version == 0 {
+					t.Fatalf("linearizable GetEntry %s through %s = %+v, %v", k, r.ID, e, err)
+				}
+			}
+		}
+	}
+}
+
+func TestLeaderBalance(t *testing.T) {
+	c := startCluster(t, 3)
+	limit := (partitions+2)/3 + 2
+	start := time.Now()
+	c.WaitFor(t, 60*time.Second, fmt.Sprintf("no node leads more than %d of %d partitions", limit, partitions), func() bool {
+		if _, ok := authoritative(c); !ok {
+			return false
+		}
+		for _, n := range leaderCounts(c) {
+			if n > limit {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("leaders balanced after %v: %v", time.Since(start).Round(time.Millisecond), leaderCounts(c))
+}
+
+func TestFourthNodeJoins(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := testContext(t, 120*time.Second)
+
+	written := make(map[string]string)
+	for i := 0; i < 64; i++ {
+		k, v := fmt.Sprintf("early-%d", i), fmt.Sprintf("value-%d", i)
+		if err := c.Node(i%3).KV.Set(ctx, k, []byte(v)); err != nil {
+			t.Fatalf("Set %s: %v", k, err)
+		}
+		written[k] = v
+	}
+
+	fourth := c.Add(t)
+	start := time.Now()
+	var perNode map[string]int
+	c.WaitFor(t, 60*time.Second, "replicas spread within 1.5x over 4 nodes", func() bool {
+		if !formed(c, 4, 3) {
+			return false
+		}
+		parts, ok := authoritative(c)
+		if !ok {
+			return false
+		}
+		perNode = make(map[string]int)
+		for _, n := range c.Live() {
+			perNode[n.ID] = 0
+		}
+		for _, p := range parts {
+			if len(p.Replicas) != 3 {
+				return false
+			}
+			for _, id := range p.Replicas {
+				perNode[id]++
+			}
+		}
+		lo, hi := partitions*3, 0
+		for _, n := range perNode {
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		return len(perNode) == 4 && lo > 0 && float64(hi) <= 1.5*float64(lo)
+	})
+	t.Logf("placement settled %v after the join: replicas per node %v", time.Since(start).Round(time.Millisecond), perNode)
+
+	for k, v := range written {
+		got, err := fourth.KV.Get(ctx, k)
+		if err != nil || string(got) != v {
+			t.Fatalf("linearizable Get %s through the new node = %q, %v; want %q", k, got, err, v)
+		}
+	}
+	// The new node also serves writes and its own replicas hold what it was given.
+	for p := 0; p < partitions; p++ {
+		k := keyInPartition("late", p)
+		if err := fourth.KV.Set(ctx, k, []byte("late")); err != nil {
+			t.Fatalf("Set %s through the new node: %v", k, err)
+		}
+		if got, err := c.Node(p%3).KV.Get(ctx, k); err != nil || string(got) != "late" {
+			t.Fatalf("Get %s through %s = %q, %v", k, c.Node(p%3).ID, got, err)
+		}
+	}
+}
+
+func TestFailover(t *testing.T) {
+	c := startCluster(t, 3)
+	settle(t, c)
+	ctx := testContext(t, 180*time.Second)
+
+	acked := make(map[string]string) // every acknowledged write
+	var ackedMu sync.Mutex
+	keys := make([]string, partitions)
+	for p := range keys {
+		keys[p] = keyInPartition("fo", p)
+		v := "before-" + keys[p]
+		if err := c.Node(p%3).KV.Set(ctx, keys[p], []byte(v)); err != nil {
+			t.Fatalf("Set %s: %v", keys[p], err)
+		}
+		acked[keys[p]] = v
+	}
+
+	counts := leaderCounts(c)
+	victim := c.Node(0).ID
+	for id, n := range counts {
+		if n > counts[victim] {
+			victim = id
+		}
+	}
+	vi := c.Index(victim)
+	t.Logf("closing %s, which leads %d partitions (leaders per node %v)", victim, counts[victim], counts)
+	closed := time.Now()
+	c.Stop(vi)
+	t.Logf("Close returned after %v", time.Since(closed).Round(time.Millisecond))
+	survivors := c.Live()
+
+	// Within 10 s of the close, a write to every partition succeeds again.
+	deadline := closed.Add(10 * time.Second)
+	var wg sync.WaitGroup
+	failed := make(chan string, partitions)
+	for p, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node := survivors[p%len(survivors)]
+			for attempt := 0; ; attempt++ {
+				v := fmt.Sprintf("after-%s-%d", k, attempt)
+				attemptEnd := time.Now().Add(2 * time.Second)
+				if attemptEnd.After(deadline) {
+					attemptEnd = deadline
+				}
+				actx, cancel := context.WithDeadline(ctx, attemptEnd)
+				err := node.KV.Set(actx, k, []byte(v))
+				cancel()
+				if err == nil {
+					ackedMu.Lock()
+					acked[k] = v
+					ackedMu.Unlock()
+					return
+				}
+				if time.Now().After(deadline) {
+					failed <- fmt.Sprintf("partition %d (key %s through %s): %v", p, k, node.ID, err)
+					return
+				}
+				if !errors.Is(err, gridkv.ErrUnavailable) {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(failed)
+	stuck := 0
+	for f := range failed {
+		t.Errorf("no write succeeded within 10s of closing %s: %s", victim, f)
+		stuck++
+	}
+	if stuck > 0 {
+		t.Fatalf("cluster after the failover:\n%s", c.Describe())
+	}
+	t.Logf("every partition writable %v after the close", time.Since(closed).Round(time.Millisecond))
+
+	// Every acknowledged write, before and after the failure, is readable through each survivor.
+	for _, n := range survivors {
+		for k, v := range acked {
+			got, err := n.KV.Get(ctx, k)
+			if err != nil || string(got) != v {
+				t.Fatalf("Get %s through %s = %q, %v; want the acknowledged %q", k, n.ID, got, err, v)
+			}
+		}
+	}
+
+	// The closed node leaves every group's configuration.
+	c.WaitFor(t, 90*time.Second, victim+" removed from every partition's replicas", func() bool {
+		for _, n := range survivors {
+			for _, p := range n.KV.Status().Partitions {
+				if p.Leader == "" || p.Leader == victim || slices.Contains(p.Replicas, victim) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("%s gone from every configuration %v after the close", victim, time.Since(closed).Round(time.Millisecond))
+}
