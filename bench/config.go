@@ -1,0 +1,252 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/feellmoose/gridkv"
+)
+
+// config is the parsed command line.
+type config struct {
+	scenarios  []scenario
+	workers    int
+	rate       float64 // total ops/s in open-loop mode; 0: closed loop
+	duration   time.Duration
+	warmup     time.Duration
+	keys       int
+	valueSizes []int
+	dists      []string
+	readRatios []float64
+	partitions int    // 0: the library's default
+	timings    string // "default" or "local"
+	procs      bool
+	jsonOut    bool
+	verbose    bool
+	quick      bool
+}
+
+// shape is a cluster layout; scenarios of the same shape share one cluster.
+type shape struct {
+	nodes       int
+	replicas    int // N
+	writeQuorum int // W; 0: the library's default (majority)
+}
+
+func (s shape) String() string {
+	w := s.writeQuorum
+	if w == 0 {
+		w = s.replicas/2 + 1
+	}
+	return fmt.Sprintf("%d nodes N=%d W=%d", s.nodes, s.replicas, w)
+}
+
+type scenarioKind int
+
+const (
+	kindWorkload scenarioKind = iota
+	kindIdle
+	kindHeap
+)
+
+// scenario is one named measurement. For a workload, readRatio < 0 means "take -read-ratio".
+type scenario struct {
+	name      string
+	kind      scenarioKind
+	shape     shape
+	readRatio float64
+	level     gridkv.Consistency // read level; 0: what the cluster's quorums imply
+	about     string
+}
+
+var (
+	threeNodes = shape{nodes: 3, replicas: 3}
+	oneNode    = shape{nodes: 1, replicas: 1}
+	fiveNodes  = shape{nodes: 5, replicas: 3}
+)
+
+// catalog lists every scenario in the order they run by default.
+var catalog = []scenario{
+	{name: "idle", kind: kindIdle, shape: threeNodes, about: "3 nodes, no traffic: CPU only"},
+	{name: "read-lin", shape: threeNodes, readRatio: 1, level: gridkv.Linearizable, about: "3 nodes, Get, linearizable"},
+	{name: "read-stale", shape: threeNodes, readRatio: 1, level: gridkv.Stale, about: "3 nodes, Get, stale"},
+	{name: "write-w2", shape: threeNodes, readRatio: 0, about: "3 nodes, Set, W=2 (majority)"},
+	{name: "mixed", shape: threeNodes, readRatio: -1, about: "3 nodes, Get/Set at -read-ratio"},
+	{name: "write-w1", shape: shape{nodes: 3, replicas: 3, writeQuorum: 1}, readRatio: 0, about: "3 nodes, Set, W=1"},
+	{name: "write-w3", shape: shape{nodes: 3, replicas: 3, writeQuorum: 3}, readRatio: 0, about: "3 nodes, Set, W=3 (all)"},
+	{name: "1node-read", shape: oneNode, readRatio: 1, about: "1 node, N=1, Get"},
+	{name: "1node-write", shape: oneNode, readRatio: 0, about: "1 node, N=1, Set"},
+	{name: "5node-read", shape: fiveNodes, readRatio: 1, about: "5 nodes, N=3, Get (default level)"},
+	{name: "5node-write", shape: fiveNodes, readRatio: 0, about: "5 nodes, N=3, Set"},
+	{name: "heap", kind: kindHeap, shape: oneNode, about: "heap of -keys keys on 1 node vs the raw map"},
+}
+
+// aliases are other names accepted by -scenario.
+var aliases = map[string]string{
+	"read":         "read-lin",
+	"read-linear":  "read-lin",
+	"write":        "write-w2",
+	"single-read":  "1node-read",
+	"single-write": "1node-write",
+}
+
+func parseConfig(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		scenarios  = fs.String("scenario", "all", "comma-separated scenarios to run, or \"all\"; see -list")
+		list       = fs.Bool("list", false, "list the scenarios and exit")
+		workers    = fs.Int("workers", 100, "concurrent clients, spread over the nodes")
+		rate       = fs.Float64("rate", 0, "open-loop mode: total requests per second on a fixed schedule (0: closed loop)")
+		duration   = fs.Duration("duration", 5*time.Second, "measured time per scenario (after a warm-up of a fifth of it, at most 2s)")
+		keys       = fs.Int("keys", 100000, "distinct keys")
+		valueSizes = fs.String("value-size", "64", "value size in bytes; a comma-separated list runs each")
+		dists      = fs.String("dist", "uniform", "key choice: uniform or zipf (s=1.1); a comma-separated list runs each")
+		ratios     = fs.String("read-ratio", "0.9", "fraction of reads in the mixed scenario; a comma-separated list runs each")
+		partitions = fs.Int("partitions", 0, "partitions per cluster (0: the library's default)")
+		timings    = fs.String("timings", "default", "cluster clocks: default (gridkv.DefaultTimings) or local (gridkv.LocalTimings)")
+		procs      = fs.Bool("procs", false, "run every node but the first in its own OS process (see the package doc)")
+		jsonOut    = fs.Bool("json", false, "print the rows as JSON instead of a table")
+		verbose    = fs.Bool("v", false, "log GridKV's messages to stderr")
+		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *list {
+		for _, s := range catalog {
+			fmt.Fprintf(stderr, "  %-12s %s\n", s.name, s.about)
+		}
+		return nil, flag.ErrHelp
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	c := &config{
+		workers:    *workers,
+		rate:       *rate,
+		duration:   *duration,
+		keys:       *keys,
+		partitions: *partitions,
+		timings:    *timings,
+		procs:      *procs,
+		jsonOut:    *jsonOut,
+		verbose:    *verbose,
+		quick:      *quick,
+	}
+	if c.quick {
+		if !set["duration"] {
+			c.duration = time.Second
+		}
+		if !set["keys"] {
+			c.keys = 10000
+		}
+		if !set["timings"] {
+			c.timings = "local"
+		}
+	}
+	c.warmup = min(c.duration/5, 2*time.Second)
+
+	var err error
+	if c.scenarios, err = pickScenarios(*scenarios); err != nil {
+		return nil, err
+	}
+	if c.valueSizes, err = parseList(*valueSizes, strconv.Atoi); err != nil {
+		return nil, fmt.Errorf("-value-size: %w", err)
+	}
+	if c.readRatios, err = parseList(*ratios, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }); err != nil {
+		return nil, fmt.Errorf("-read-ratio: %w", err)
+	}
+	if c.dists, err = parseList(*dists, func(s string) (string, error) { return s, nil }); err != nil {
+		return nil, fmt.Errorf("-dist: %w", err)
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.workers < 1:
+		return fmt.Errorf("-workers %d must be at least 1", c.workers)
+	case c.rate < 0:
+		return fmt.Errorf("-rate %g must not be negative", c.rate)
+	case c.duration <= 0:
+		return fmt.Errorf("-duration %v must be positive", c.duration)
+	case c.keys < 1:
+		return fmt.Errorf("-keys %d must be at least 1", c.keys)
+	case c.partitions < 0:
+		return fmt.Errorf("-partitions %d must not be negative", c.partitions)
+	case c.timings != "default" && c.timings != "local":
+		return fmt.Errorf("-timings %q must be default or local", c.timings)
+	}
+	for _, v := range c.valueSizes {
+		if v < 0 || v > gridkv.MaxValueSize {
+			return fmt.Errorf("-value-size %d must be in 0..%d", v, gridkv.MaxValueSize)
+		}
+	}
+	for _, d := range c.dists {
+		if d != "uniform" && d != "zipf" {
+			return fmt.Errorf("-dist %q must be uniform or zipf", d)
+		}
+	}
+	for _, r := range c.readRatios {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("-read-ratio %g must be in 0..1", r)
+		}
+	}
+	return nil
+}
+
+// gridTimings returns the cluster clocks -timings names.
+func (c *config) gridTimings() gridkv.Timings {
+	if c.timings == "local" {
+		return gridkv.LocalTimings()
+	}
+	return gridkv.DefaultTimings()
+}
+
+func pickScenarios(spec string) ([]scenario, error) {
+	if spec == "all" || spec == "" {
+		return catalog, nil
+	}
+	want := map[string]bool{}
+	for _, name := range strings.Split(spec, ",") {
+		name = strings.TrimSpace(name)
+		if a, ok := aliases[name]; ok {
+			name = a
+		}
+		found := false
+		for _, s := range catalog {
+			found = found || s.name == name
+		}
+		if !found {
+			return nil, fmt.Errorf("-scenario: unknown scenario %q (see -list)", name)
+		}
+		want[name] = true
+	}
+	var out []scenario
+	for _, s := range catalog { // catalog order keeps scenarios of one shape together
+		if want[s.name] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, part := range strings.Split(s, ",") {
+		v, err := parse(strings.TrimSpace(part))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
