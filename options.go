@@ -16,7 +16,7 @@ import (
 // DefaultPartitions is the partition count of a cluster whose first node leaves Partitions
 // zero. Every partition is a Raft group with its own heartbeats, so more partitions cost idle
 // CPU; fewer concentrate write load. See the README for the measurements behind it.
-const DefaultPartitions = 32
+const DefaultPartitions = 16
 
 // MaxPartitions bounds Partitions: the leader table each node gossips is a bitmap of them.
 const MaxPartitions = 1024

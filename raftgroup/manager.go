@@ -29,7 +29,7 @@ type Timing struct {
 
 	MaxBatch           int // commands per log entry
 	MaxBatchBytes      int // keys and values per log entry, approximately
-	MaxInflightBatches int // batches a group has in raft at once
+	MaxInflightBatches int // batches a group has in raft at once; 1 makes every waiting command share the next entry
 }
 
 // DefaultTiming returns timings for a LAN: elections within a few seconds of a leader's
@@ -47,7 +47,7 @@ func DefaultTiming() Timing {
 		TrailingLogs:       4096,
 		MaxBatch:           1024,
 		MaxBatchBytes:      4 << 20,
-		MaxInflightBatches: 4,
+		MaxInflightBatches: 1,
 	}
 }
 

@@ -119,10 +119,11 @@ func readAdvertise(r io.Reader) (string, error) {
 // serveMux runs the server side of a yamux session: every stream the peer
 // opens gets its own goroutine. It returns when the session ends.
 func (t *Transport) serveMux(c *trackedConn, from string) {
-	sess, err := yamux.Server(c, t.yamuxConf)
+	cc := newCoalescingConn(c, t.opts.WriteTimeout)
+	sess, err := yamux.Server(cc, t.yamuxConf)
 	if err != nil { // only for an invalid config, which newYamuxConfig rules out
 		t.logger.Error("transport: yamux server", "error", err)
-		_ = c.Close()
+		_ = cc.Close()
 		return
 	}
 	t.acceptedMux.Add(1)

@@ -139,9 +139,10 @@ func (t *Transport) dialSession(ctx context.Context, addr string) (*yamux.Sessio
 		return nil, fmt.Errorf("transport: handshake with %s: %w", addr, err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	sess, err := yamux.Client(c, t.yamuxConf)
+	cc := newCoalescingConn(c, t.opts.WriteTimeout)
+	sess, err := yamux.Client(cc, t.yamuxConf)
 	if err != nil { // only for an invalid config, which newYamuxConfig rules out
-		_ = c.Close()
+		_ = cc.Close()
 		return nil, fmt.Errorf("transport: yamux client: %w", err)
 	}
 	t.dialedMux.Add(1)
