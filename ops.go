@@ -76,12 +76,8 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 		return Entry{}, ErrClosed
 	}
 	stale := !kv.cfg.readLinearizable()
-	if len(opts) > 0 {
-		var co callOptions
-		for _, o := range opts {
-			o(&co)
-		}
-		switch co.consistency {
+	for _, o := range opts {
+		switch o.consistency {
 		case Linearizable:
 			stale = false
 		case Stale:

@@ -238,14 +238,13 @@ const (
 	Stale                               // local replica if any, else another replica
 )
 
-// Option changes one call.
-type Option func(*callOptions)
-
-type callOptions struct {
+// Option changes one call. It is a plain value rather than a function so that passing one
+// costs no allocation on the read path.
+type Option struct {
 	consistency Consistency
 }
 
 // WithConsistency sets the read level of one Get or GetEntry (writes ignore it).
 func WithConsistency(c Consistency) Option {
-	return func(o *callOptions) { o.consistency = c }
+	return Option{consistency: c}
 }
