@@ -178,11 +178,8 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// errIsRetryable reports whether err says the request never entered a log, so it may be sent
+// Retryable reports whether err says the request never entered a log, so it may be sent
 // again (to the leader it names, if any).
-func errIsRetryable(err error) bool {
+func Retryable(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout)
 }
-
-// Retryable reports whether err leaves the request certainly unapplied, so it may be retried.
-func Retryable(err error) bool { return errIsRetryable(err) }

