@@ -61,7 +61,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	g.fsm = newFSM(g.part)
 	g.logs = newAppendNotifier(raft.NewInmemStore())
 	stable := raft.NewInmemStore()
-	snaps := raft.NewInmemSnapshotStore()
+	snaps := &viewSnapshotStore{}
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
 	layer := &taggedLayer{StreamLayer: cfg.Layer(uint32(id)), incarnation: cfg.Incarnation, local: advertised(local)}

@@ -1,0 +1,121 @@
+package raftgroup
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/hashicorp/raft"
+)
+
+// viewSnapshotStore keeps a group's latest snapshot. A snapshot this replica takes itself is
+// kept as the state machine's point-in-time view (entry headers sharing the partition's
+// immutable values), not as serialized bytes: holding a serialized copy of every partition
+// would double the memory the data takes. It is serialized only when a follower needs it. A
+// snapshot installed from the leader arrives as bytes and is kept as such until the next
+// local snapshot replaces it.
+//
+// Raft only ever needs the latest snapshot of an in-memory group, so older ones are dropped.
+type viewSnapshotStore struct {
+	mu     sync.Mutex // guards latest and nextID
+	latest *heldSnapshot
+	nextID uint64
+}
+
+type heldSnapshot struct {
+	meta raft.SnapshotMeta
+	view *store.Snapshot // a local snapshot; read-only once held
+	data []byte          // an installed snapshot
+}
+
+var _ raft.SnapshotStore = (*viewSnapshotStore)(nil)
+
+func (s *viewSnapshotStore) Create(version raft.SnapshotVersion, index, term uint64,
+	configuration raft.Configuration, configurationIndex uint64, _ raft.Transport) (raft.SnapshotSink, error) {
+	s.mu.Lock()
+	s.nextID++
+	id := fmt.Sprintf("%d-%d-%d", term, index, s.nextID)
+	s.mu.Unlock()
+	return &viewSink{store: s, held: &heldSnapshot{meta: raft.SnapshotMeta{
+		Version:            version,
+		ID:                 id,
+		Index:              index,
+		Term:               term,
+		Configuration:      configuration,
+		ConfigurationIndex: configurationIndex,
+	}}}, nil
+}
+
+func (s *viewSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest == nil {
+		return nil, nil
+	}
+	meta := s.latest.meta
+	return []*raft.SnapshotMeta{&meta}, nil
+}
+
+// Open returns the snapshot's bytes. A held view is serialized twice: once to learn its exact
+// size (raft sends the size ahead of the data and the follower checks it), then as the stream.
+func (s *viewSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	s.mu.Lock()
+	held := s.latest
+	s.mu.Unlock()
+	if held == nil || held.meta.ID != id {
+		return nil, nil, fmt.Errorf("raftgroup: snapshot %s not found", id)
+	}
+	meta := held.meta
+	if held.view == nil {
+		meta.Size = int64(len(held.data))
+		return &meta, io.NopCloser(bytes.NewReader(held.data)), nil
+	}
+	size, err := held.view.WriteTo(io.Discard)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta.Size = size
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := held.view.WriteTo(pw)
+		pw.CloseWithError(err)
+	}()
+	return &meta, pr, nil
+}
+
+// viewSink receives one snapshot: a view handed over by the state machine (attach), or bytes.
+type viewSink struct {
+	store  *viewSnapshotStore
+	held   *heldSnapshot
+	buf    bytes.Buffer
+	closed bool
+}
+
+// attach makes the sink keep view instead of bytes. The sink owns view from then on.
+func (k *viewSink) attach(view *store.Snapshot) { k.held.view = view }
+
+func (k *viewSink) Write(p []byte) (int, error) { return k.buf.Write(p) }
+
+func (k *viewSink) ID() string { return k.held.meta.ID }
+
+func (k *viewSink) Cancel() error {
+	k.closed = true
+	return nil
+}
+
+func (k *viewSink) Close() error {
+	if k.closed {
+		return nil
+	}
+	k.closed = true
+	if k.held.view == nil {
+		k.held.data = k.buf.Bytes()
+		k.held.meta.Size = int64(len(k.held.data))
+	}
+	k.store.mu.Lock()
+	k.store.latest = k.held
+	k.store.mu.Unlock()
+	return nil
+}

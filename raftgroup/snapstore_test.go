@@ -1,0 +1,110 @@
+package raftgroup
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/feellmoose/gridkv/store"
+	"github.com/hashicorp/raft"
+)
+
+func filledPartition(t *testing.T, n int) *store.Partition {
+	t.Helper()
+	p := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+	var cmds []store.Command
+	for i := 0; i < n; i++ {
+		cmds = append(cmds, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i), Value: []byte(fmt.Sprintf("v%d", i))})
+	}
+	p.ApplyBatch(7, cmds)
+	return p
+}
+
+func samePartitions(t *testing.T, a, b *store.Partition) {
+	t.Helper()
+	if a.Len() != b.Len() {
+		t.Fatalf("lengths %d and %d", a.Len(), b.Len())
+	}
+	a.Range(func(key string, value []byte, version uint64) bool {
+		v, ver, ok := b.Get(key)
+		if !ok || string(v) != string(value) || ver != version {
+			t.Fatalf("%s: %q@%d vs %q@%d (%v)", key, value, version, v, ver, ok)
+		}
+		return true
+	})
+}
+
+// A held view streams the same state a byte snapshot would, with the exact size in its meta.
+func TestViewSnapshotStoreRoundTrip(t *testing.T) {
+	src := filledPartition(t, 500)
+	for _, viaView := range []bool{true, false} {
+		s := &viewSnapshotStore{}
+		sink, err := s.Create(raft.SnapshotVersionMax, 7, 2, raft.Configuration{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if viaView {
+			sink.(*viewSink).attach(src.Snapshot())
+		} else if _, err := src.Snapshot().WriteTo(sink); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Close(); err != nil {
+			t.Fatal(err)
+		}
+		metas, err := s.List()
+		if err != nil || len(metas) != 1 || metas[0].Index != 7 {
+			t.Fatalf("List = %v, %v", metas, err)
+		}
+		meta, rc, err := s.Open(metas[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(data)) != meta.Size {
+			t.Fatalf("view=%v: meta.Size %d, stream %d bytes", viaView, meta.Size, len(data))
+		}
+		dst := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+		if err := dst.Restore(bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		samePartitions(t, src, dst)
+	}
+}
+
+// Later applies do not change a held view, and a newer snapshot replaces it.
+func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
+	p := filledPartition(t, 10)
+	s := &viewSnapshotStore{}
+	first, _ := s.Create(raft.SnapshotVersionMax, 7, 1, raft.Configuration{}, 1, nil)
+	first.(*viewSink).attach(p.Snapshot())
+	first.Close()
+	p.ApplyBatch(8, []store.Command{{Op: store.OpSet, Key: "k0", Value: []byte("changed")}})
+	metas, _ := s.List()
+	_, rc, err := s.Open(metas[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+	if err := dst.Restore(rc); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := dst.Get("k0"); string(v) != "v0" {
+		t.Fatalf("held view changed by a later apply: k0 = %q", v)
+	}
+	second, _ := s.Create(raft.SnapshotVersionMax, 8, 1, raft.Configuration{}, 1, nil)
+	second.(*viewSink).attach(p.Snapshot())
+	second.Close()
+	if _, _, err := s.Open(metas[0].ID); err == nil {
+		t.Fatal("a replaced snapshot can still be opened")
+	}
+	cancelled, _ := s.Create(raft.SnapshotVersionMax, 9, 1, raft.Configuration{}, 1, nil)
+	cancelled.Cancel()
+	if metas, _ := s.List(); metas[0].Index != 8 {
+		t.Fatalf("a cancelled snapshot replaced the latest: index %d", metas[0].Index)
+	}
+}
