@@ -66,6 +66,10 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	}
 	log := cfg.logger.With("node", cfg.nodeID)
 
+	if addr := cfg.unprotectedExposure(); addr != "" {
+		log.Warn("gridkv: listening on a non-loopback address without a ClusterKey: anyone who can reach it can join the cluster and read or write its data",
+			"addr", addr)
+	}
 	kv.trans, err = transport.Listen(cfg.network, cfg.addr, log)
 	if err != nil {
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
@@ -102,6 +106,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Transport:   kv.trans.Gossip(),
 		Timing:      cfg.timings.Gossip,
 		JoinTimeout: cfg.timings.JoinTimeout,
+		SecretKey:   cfg.network.ClusterKey,
 		Logger:      log,
 		OnChange:    kv.pokePlacement,
 	})

@@ -1,6 +1,7 @@
 package gridkv
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -39,6 +40,18 @@ type GridKVOptions struct {
 
 	// Timings tunes failure detection, elections and placement; nil: DefaultTimings().
 	Timings *Timings
+
+	// ClusterKey is the secret every node of the cluster shares: 16, 24 or 32 bytes. It
+	// encrypts gossip and authenticates every TCP connection (gossip and Raft/requests)
+	// before anything else on it is read. nil: no encryption or authentication, fit only
+	// for loopback or a trusted private network. Overrides Network.ClusterKey when set.
+	ClusterKey []byte
+	// TLS, when set, wraps every TCP connection in TLS (the ClusterKey handshake then runs
+	// inside): it is used to accept and, with ServerName defaulting to the dialed host, to
+	// dial. For mutual authentication set ClientAuth to tls.RequireAndVerifyClientCert and
+	// fill Certificates, ClientCAs and RootCAs. Gossip UDP packets are not TLS: set ClusterKey
+	// too to encrypt them. Overrides Network.TLS when set.
+	TLS *tls.Config
 }
 
 // Timings are the clocks of a node. DefaultTimings suits a LAN; LocalTimings suits nodes on
@@ -161,6 +174,16 @@ func newConfig(o *GridKVOptions) (config, error) {
 	if o.Network != nil {
 		c.network = *o.Network
 	}
+	if n := len(o.ClusterKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return config{}, fmt.Errorf("gridkv: ClusterKey is %d bytes; it must be 16, 24 or 32", n)
+	}
+	if len(o.ClusterKey) > 0 {
+		// A copy, so the caller changing its slice cannot change a running node's key.
+		c.network.ClusterKey = append([]byte(nil), o.ClusterKey...)
+	}
+	if o.TLS != nil {
+		c.network.TLS = o.TLS
+	}
 	c.network = c.network.WithDefaults()
 	if err := c.network.Validate(); err != nil {
 		return config{}, fmt.Errorf("gridkv: Network: %w", err)
@@ -247,4 +270,28 @@ type Option struct {
 // WithConsistency sets the read level of one Get or GetEntry (writes ignore it).
 func WithConsistency(c Consistency) Option {
 	return Option{consistency: c}
+}
+
+// unprotectedExposure returns the first of LocalAddress and BindAddr whose host is not a
+// loopback address when the node has no ClusterKey, or "" when there is nothing to warn
+// about. Without a key anyone who reaches such an address can join the cluster and read or
+// write data.
+func (c config) unprotectedExposure() string {
+	if len(c.network.ClusterKey) > 0 {
+		return ""
+	}
+	for _, addr := range []string{c.addr, c.network.BindAddr} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			continue
+		}
+		if host == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		return addr
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/feellmoose/gridkv/internal/msgcheck"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/store"
 	"github.com/vmihailenco/msgpack/v5"
@@ -126,7 +127,13 @@ func decodeError(p int, resp *opResponse) error {
 
 func marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
+// unmarshal decodes a message from a peer. The message is walked first: msgpack allocates
+// whatever length a string, binary or collection declares, so an 8-byte message declaring a
+// 4 GiB value would otherwise cost 4 GiB. Every declared length must fit in what remains.
 func unmarshal(b []byte, v any) error {
+	if err := msgcheck.Check(b); err != nil {
+		return fmt.Errorf("gridkv: bad message: %w", err)
+	}
 	if err := msgpack.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("gridkv: bad message: %w", err)
 	}

@@ -163,6 +163,11 @@ type Config struct {
 	// runs out is finished first, so Start may overrun by one attempt (each
 	// seed connection is bounded by a timeout derived from ProbeTimeout).
 	JoinTimeout time.Duration
+	// SecretKey, when set, encrypts and authenticates every gossip packet
+	// and stream with memberlist's keyring (AES-GCM); gossip without it, or
+	// with another key, is dropped. 16, 24 or 32 bytes. Every member must
+	// have the same key.
+	SecretKey []byte
 	// Logger receives this package's and memberlist's logs; nil discards.
 	Logger *slog.Logger
 	// OnChange is called after any member join, leave, state change or
@@ -285,6 +290,10 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	// LocalTiming also fails a dead seed quickly.
 	mlc.TCPTimeout = 20 * m.timing.ProbeTimeout
 	mlc.Logger = newMemberlistLogger(logger)
+	if len(cfg.SecretKey) > 0 {
+		// A copy: the keyring keeps the slice, and the caller's may change.
+		mlc.SecretKey = append([]byte(nil), cfg.SecretKey...)
+	}
 	d := &delegates{m: m}
 	mlc.Delegate = d
 	mlc.Events = d
@@ -330,6 +339,9 @@ func validate(cfg *Config) ([]string, error) {
 	}
 	if len(cfg.ClusterID) > MaxClusterIDLen {
 		return nil, fmt.Errorf("%w: ClusterID of %d bytes, over %d", ErrInvalidConfig, len(cfg.ClusterID), MaxClusterIDLen)
+	}
+	if n := len(cfg.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("%w: SecretKey is %d bytes; it must be 16, 24 or 32", ErrInvalidConfig, n)
 	}
 	if cfg.JoinTimeout < 0 {
 		return nil, fmt.Errorf("%w: JoinTimeout %v is negative", ErrInvalidConfig, cfg.JoinTimeout)

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/feellmoose/gridkv/internal/msgcheck"
 )
 
 // MaxPartitions bounds the partition numbers a node can advertise in
@@ -75,6 +77,9 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("%w: empty", ErrBadMeta)
 	}
 	var w wireMeta
+	if err := msgcheck.Check(b); err != nil {
+		return Meta{}, fmt.Errorf("%w: %w", ErrBadMeta, err)
+	}
 	if err := msgpack.Unmarshal(b, &w); err != nil {
 		return Meta{}, fmt.Errorf("%w: %v", ErrBadMeta, err)
 	}

@@ -18,17 +18,23 @@ const maxPending = 4 << 20
 type coalescingConn struct {
 	net.Conn
 	timeout time.Duration // write deadline of each flush; 0: none
+	faults  muxFaults     // consulted before each flush (tests only)
 
 	mu      sync.Mutex
 	cond    *sync.Cond // signalled when pending grows, drains, or err is set; uses mu
 	pending []byte     // bytes written by yamux, not yet on the wire; guarded by mu
 	err     error      // the first write error, or net.ErrClosed; guarded by mu
 
-	done chan struct{} // closed when the flusher returns
+	done      chan struct{} // closed when the flusher returns
+	closing   chan struct{} // closed by Close, to cut short a fault delay
+	closeOnce sync.Once
 }
 
-func newCoalescingConn(c net.Conn, writeTimeout time.Duration) *coalescingConn {
-	cc := &coalescingConn{Conn: c, timeout: writeTimeout, done: make(chan struct{})}
+// newCoalescingConn starts the flusher for c. faults decides, before each
+// flush, whether the bytes may go to the peer (a cut link closes the
+// connection) and how long they are held first.
+func newCoalescingConn(c net.Conn, writeTimeout time.Duration, faults muxFaults) *coalescingConn {
+	cc := &coalescingConn{Conn: c, timeout: writeTimeout, faults: faults, done: make(chan struct{}), closing: make(chan struct{})}
 	cc.cond = sync.NewCond(&cc.mu)
 	go cc.flushLoop()
 	return cc
@@ -67,10 +73,14 @@ func (c *coalescingConn) flushLoop() {
 		c.cond.Broadcast() // writers waiting for room
 		c.mu.Unlock()
 
-		if c.timeout > 0 {
-			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		// Every byte of the connection passes here, so a one-way cut stops
+		// exactly one direction. Cutting closes the connection: yamux fails
+		// the session and redials later, through a dial that is checked
+		// again.
+		err := c.applyFaults()
+		if err == nil {
+			err = c.write(out)
 		}
-		_, err := c.Conn.Write(out)
 
 		c.mu.Lock()
 		if err != nil && c.err == nil {
@@ -85,6 +95,33 @@ func (c *coalescingConn) flushLoop() {
 	}
 }
 
+// applyFaults waits out a fault delay and reports a cut link as an error.
+func (c *coalescingConn) applyFaults() error {
+	delay, ok := c.faults.allow()
+	if delay > 0 {
+		timer := time.NewTimer(delay)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-c.closing:
+			return net.ErrClosed
+		}
+	}
+	if !ok {
+		return errFaultRefused{from: c.faults.local, to: c.faults.remote, class: ClassMux}
+	}
+	return nil
+}
+
+// write puts out on the wire under the flush deadline.
+func (c *coalescingConn) write(out []byte) error {
+	if c.timeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+	_, err := c.Conn.Write(out)
+	return err
+}
+
 // Close stops the flusher and closes the connection. Bytes still queued are dropped: yamux
 // closes its connection only when the session is over.
 func (c *coalescingConn) Close() error {
@@ -94,6 +131,7 @@ func (c *coalescingConn) Close() error {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
+	c.closeOnce.Do(func() { close(c.closing) })
 	err := c.Conn.Close()
 	<-c.done
 	return err

@@ -33,8 +33,12 @@
 //
 // # Caveats
 //
-// Peers are not authenticated yet: the address a peer claims in the mux
-// handshake is taken at its word. The connection set-up has a single hook
-// (handshakeInbound / handshakeOutbound) where a challenge-response or TLS
-// handshake is meant to go.
+// Without NetworkOptions.ClusterKey peers are not authenticated: the address
+// a peer claims in the connection set-up is taken at its word. With a key,
+// every TCP connection passes a challenge-response on it first (see auth.go);
+// with NetworkOptions.TLS it is also encrypted. Gossip UDP packets are
+// encrypted by memberlist's keyring, not here.
+//
+// NetworkOptions.Faults lets tests drop, delay and cut links between nodes;
+// it is nil in production.
 package transport

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -113,20 +114,34 @@ func (g *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 // WriteToAddress sends one gossip packet as a UDP datagram from the shared
 // port, so the receiver sees this node's real gossip address as the source.
+// The Faults hook may drop the packet (reported as sent, as a lossy network
+// would) or delay it without blocking the caller.
 func (g *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if g.t.isClosed() {
+	t := g.t
+	if t.isClosed() {
 		return time.Time{}, ErrClosed
 	}
-	if ap, err := netip.ParseAddrPort(a.Addr); err == nil {
-		_, err = g.t.udpConn.WriteToUDPAddrPort(b, ap)
-		return time.Now(), err
+	if delay, ok := t.allow(t.advertise, a.Addr, ClassPacket); !ok {
+		return time.Now(), nil
+	} else if delay > 0 {
+		t.sendDelayed(b, a.Addr, delay)
+		return time.Now(), nil
 	}
-	ua, err := net.ResolveUDPAddr("udp", a.Addr)
+	return time.Now(), t.writePacket(b, a.Addr)
+}
+
+// writePacket sends b as one UDP datagram from the shared port to addr.
+func (t *Transport) writePacket(b []byte, addr string) error {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		_, err = t.udpConn.WriteToUDPAddrPort(b, ap)
+		return err
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
-	_, err = g.t.udpConn.WriteToUDP(b, ua)
-	return time.Now(), err
+	_, err = t.udpConn.WriteToUDP(b, ua)
+	return err
 }
 
 // PacketCh implements memberlist.Transport.
@@ -148,30 +163,12 @@ func (g *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	if t.isClosed() {
 		return nil, ErrClosed
 	}
-	d := net.Dialer{Timeout: timeout}
-	raw, err := d.Dial("tcp", a.Addr)
-	if err != nil {
-		return nil, err
+	if timeout <= 0 {
+		timeout = t.opts.ReadTimeout + t.opts.WriteTimeout
 	}
-	c, err := t.track(raw, false)
-	if err != nil {
-		return nil, err
-	}
-	wd := time.Now().Add(t.opts.WriteTimeout)
-	if timeout > 0 {
-		wd = time.Now().Add(timeout)
-	}
-	_ = c.SetWriteDeadline(wd)
-	if _, err := c.Write([]byte{connTypeGossip}); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	if err := t.handshakeOutbound(c, connTypeGossip); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Time{})
-	return c, nil
+	// memberlist has no context to give; Close ends a pending dial through
+	// t.done and by closing the tracked connection.
+	return t.dialConn(context.Background(), a.Addr, connTypeGossip, timeout)
 }
 
 // Shutdown stops delivering packets and streams to memberlist. It leaves
@@ -218,6 +215,11 @@ func (t *Transport) udpLoop() {
 		g := t.currentGossip()
 		if g == nil {
 			continue
+		}
+		if t.opts.Faults != nil {
+			if _, ok := t.opts.Faults.Allow(from.String(), t.advertise, ClassPacket); !ok {
+				continue
+			}
 		}
 		// memberlist keeps the packet, so it gets its own copy rather than a
 		// 64 KiB buffer per datagram.

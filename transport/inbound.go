@@ -45,58 +45,8 @@ func (t *Transport) acceptLoop() {
 	}
 }
 
-// serveInbound reads the connection type and hands the connection to gossip
-// or runs it as a yamux session until it ends.
-func (t *Transport) serveInbound(c *trackedConn) {
-	remote := c.RemoteAddr().String()
-	// The whole handshake must arrive within ReadTimeout, so a client that
-	// connects and sends nothing cannot hold a connection slot.
-	_ = c.SetDeadline(time.Now().Add(t.opts.ReadTimeout))
-	var typ [1]byte
-	if _, err := io.ReadFull(c, typ[:]); err != nil {
-		t.logger.Debug("transport: inbound connection closed before its type byte", "remote", remote, "error", err)
-		_ = c.Close()
-		return
-	}
-	switch typ[0] {
-	case connTypeGossip:
-		if err := t.handshakeInbound(c, typ[0]); err != nil {
-			t.logger.Warn("transport: inbound handshake failed", "remote", remote, "error", err)
-			_ = c.Close()
-			return
-		}
-		_ = c.SetDeadline(time.Time{})
-		t.deliverGossipStream(c)
-	case connTypeMux:
-		from, err := readAdvertise(c)
-		if err == nil {
-			err = t.handshakeInbound(c, typ[0])
-		}
-		if err != nil {
-			t.logger.Warn("transport: inbound handshake failed", "remote", remote, "error", err)
-			_ = c.Close()
-			return
-		}
-		_ = c.SetDeadline(time.Time{})
-		t.serveMux(c, from)
-	default:
-		t.logger.Warn("transport: unknown connection type, closing", "remote", remote, "type", typ[0])
-		_ = c.Close()
-	}
-}
-
-// handshakeInbound is the hook for authenticating a peer (ClusterKey
-// challenge-response, or TLS wrapping c) once the connection type is known
-// and before anything else is read. Today every peer is accepted. It runs
-// under the handshake deadline.
-func (t *Transport) handshakeInbound(c net.Conn, connType byte) error { return nil }
-
-// handshakeOutbound is the dialing side of handshakeInbound, run right after
-// the connection type (and, for mux, the advertised address) is written.
-func (t *Transport) handshakeOutbound(c net.Conn, connType byte) error { return nil }
-
-// readAdvertise reads the dialer's advertised address from a mux handshake:
-// one length byte, then that many bytes.
+// readAdvertise reads the dialer's advertised address from the connection
+// set-up: one length byte, then that many bytes.
 func readAdvertise(r io.Reader) (string, error) {
 	var n [1]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
@@ -118,8 +68,8 @@ func readAdvertise(r io.Reader) (string, error) {
 
 // serveMux runs the server side of a yamux session: every stream the peer
 // opens gets its own goroutine. It returns when the session ends.
-func (t *Transport) serveMux(c *trackedConn, from string) {
-	cc := newCoalescingConn(c, t.opts.WriteTimeout)
+func (t *Transport) serveMux(c net.Conn, from string) {
+	cc := newCoalescingConn(c, t.opts.WriteTimeout, muxFaults{faults: t.opts.Faults, local: t.advertise, remote: from})
 	sess, err := yamux.Server(cc, t.yamuxConf)
 	if err != nil { // only for an invalid config, which newYamuxConfig rules out
 		t.logger.Error("transport: yamux server", "error", err)

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
@@ -59,6 +60,24 @@ type NetworkOptions struct {
 	// MaxFrameSize is the largest request or response frame, in bytes, this
 	// node sends or accepts. Default 8 MiB; when set, between 1 KiB and 1 GiB.
 	MaxFrameSize int
+
+	// ClusterKey, when set, authenticates every TCP connection (gossip and
+	// mux) with a challenge-response over this shared key before anything
+	// else on it is read; a peer without the key is disconnected. It must
+	// be 16, 24 or 32 bytes. The same key encrypts gossip packets, but that
+	// is memberlist's keyring, configured in the membership package.
+	ClusterKey []byte
+	// TLS, when set, wraps every TCP connection in TLS before the ClusterKey
+	// handshake: the config is used as given to accept connections and, with
+	// ServerName defaulted to the dialed host, to dial them. For mutual
+	// authentication set ClientAuth to tls.RequireAndVerifyClientCert and
+	// give both Certificates and the CA pools (ClientCAs, RootCAs).
+	TLS *tls.Config
+
+	// Faults, when set, decides the fate of every packet, dial and mux write
+	// between nodes; see Faults. It exists for tests: leave it nil in
+	// production.
+	Faults Faults
 }
 
 // DefaultNetworkOptions returns the options with every default filled in.
@@ -121,6 +140,9 @@ func (o NetworkOptions) Validate() error {
 	if o.MaxFrameSize != 0 && (o.MaxFrameSize < minFrameSize || o.MaxFrameSize > maxFrameSizeLimit) {
 		return fmt.Errorf("transport: MaxFrameSize %d must be 0 (default) or between %d and %d",
 			o.MaxFrameSize, minFrameSize, maxFrameSizeLimit)
+	}
+	if n := len(o.ClusterKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return fmt.Errorf("transport: ClusterKey is %d bytes; it must be 16, 24 or 32", n)
 	}
 	return nil
 }

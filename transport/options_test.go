@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ func TestDefaultNetworkOptions(t *testing.T) {
 		Type: TCP, MaxConns: 2, MaxIdle: 16, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 		MaxInbound: 1024, MaxFrameSize: 8 << 20,
 	}
-	if o != want {
+	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("defaults = %+v, want %+v", o, want)
 	}
 	if err := o.Validate(); err != nil {

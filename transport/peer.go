@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,29 +116,13 @@ func (p *peer) liveSession() *yamux.Session {
 // dialSession opens a TCP connection to addr, performs the mux handshake and
 // starts a yamux client session on it.
 func (t *Transport) dialSession(ctx context.Context, addr string) (*yamux.Session, error) {
-	d := net.Dialer{Timeout: t.opts.ReadTimeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
-	}
-	c, err := t.track(raw, false)
+	// A stuck peer must not hold the dial slot for longer than it would
+	// hold a request.
+	c, err := t.dialConn(ctx, addr, connTypeMux, t.opts.ReadTimeout+t.opts.WriteTimeout)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Now().Add(t.opts.WriteTimeout))
-	hello := make([]byte, 0, 2+len(t.advertise))
-	hello = append(hello, connTypeMux, byte(len(t.advertise)))
-	hello = append(hello, t.advertise...)
-	if _, err := c.Write(hello); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("transport: handshake with %s: %w", addr, err)
-	}
-	if err := t.handshakeOutbound(c, connTypeMux); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("transport: handshake with %s: %w", addr, err)
-	}
-	_ = c.SetDeadline(time.Time{})
-	cc := newCoalescingConn(c, t.opts.WriteTimeout)
+	cc := newCoalescingConn(c, t.opts.WriteTimeout, muxFaults{faults: t.opts.Faults, local: t.advertise, remote: addr})
 	sess, err := yamux.Client(cc, t.yamuxConf)
 	if err != nil { // only for an invalid config, which newYamuxConfig rules out
 		_ = cc.Close()

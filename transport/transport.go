@@ -24,6 +24,11 @@ const (
 	connTypeMux    byte = 'M' // advertised address, then a yamux session
 )
 
+// After the connection-type byte (and, with a ClusterKey, the key
+// handshake) both kinds of connection carry the dialer's advertised
+// address: one length byte, then the address. The accepting side uses it
+// for logs and to ask the Faults hook about the link.
+
 // Stream-kind bytes: the first byte of every yamux stream.
 const (
 	streamRaft    byte = 'R' // big-endian uint32 group, then raft's protocol
@@ -64,7 +69,7 @@ const (
 // Transport is a node's single network endpoint. It is safe for concurrent
 // use. Create it with Listen; Close releases everything it holds.
 //
-// Locks: mu, peersMu, groupsMu, handlersMu, gossipMu and each peer's mu are
+// Locks: mu, peersMu, groupsMu, handlersMu, gossipMu, auth.mu and each peer's mu are
 // independent; no code path holds two of them at once.
 type Transport struct {
 	opts      NetworkOptions
@@ -113,6 +118,16 @@ type Transport struct {
 	// connections does not grow with the number of Raft groups.
 	acceptedMux atomic.Int64
 	dialedMux   atomic.Int64
+
+	// delayedPackets counts outbound gossip packets held back by a Faults
+	// delay, bounded by maxDelayedPackets.
+	delayedPackets atomic.Int32
+
+	// authKey is the HMAC key of the connection handshake, derived from
+	// NetworkOptions.ClusterKey; nil without a key.
+	authKey []byte
+	// auth counts and rate-limits the logging of refused connections.
+	auth authState
 }
 
 // Listen binds TCP and UDP on opts.BindAddr (or on advertise when BindAddr
@@ -165,6 +180,7 @@ func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transp
 		peers:      make(map[string]*peer),
 		groups:     make(map[uint32]*raftLayer),
 		handlers:   make(map[uint8]Handler),
+		authKey:    deriveAuthKey(opts.ClusterKey),
 	}
 	t.yamuxConf = t.newYamuxConfig()
 	t.goTracked("tcp accept loop", nil, t.acceptLoop)
