@@ -89,7 +89,7 @@ func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
 	for p, desired := range view.placement {
 		if placedHere(desired, kv.cfg.nodeID) && kv.groups.Group(p) == nil {
 			if _, err := kv.groups.Open(p, false); err != nil {
-				kv.cfg.logger.Warn("opening replica", "partition", p, "err", err)
+				kv.cfg.logger.Debug("opening replica", "partition", p, "err", err)
 			}
 		}
 	}

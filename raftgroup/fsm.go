@@ -2,20 +2,47 @@ package raftgroup
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"
 )
 
+// errStateMachineFailed is what every apply, snapshot, restore and wait of a failed state
+// machine returns. A failed replica applies nothing more; the entry it was asked to apply may
+// still commit and apply on the other replicas, so a caller cannot know its outcome.
+var errStateMachineFailed = fmt.Errorf("raftgroup: replica stopped after its state machine panicked: %w", ErrOutcomeUnknown)
+
+// applyHook, when set, runs before the state machine applies each log entry. Tests set it to
+// make one replica's apply panic; production code leaves it nil.
+var applyHook atomic.Pointer[func(part *store.Partition, l *raft.Log)]
+
 // fsm adapts a store.Partition to raft.BatchingFSM and lets readers wait for an index to be
 // applied.
+//
+// A panic while applying or restoring leaves the partition in a state no other replica
+// shares. The fsm then fails stop: it records the failure, applies nothing more, answers every
+// later call with errStateMachineFailed, and asks its owner (through the function given to
+// setFailStop) to shut the replica's Raft instance down, so a diverged replica neither serves
+// nor votes. The other replicas of the group carry on without it.
 type fsm struct {
 	part *store.Partition
 
-	mu      sync.Mutex    // guards applied
-	applied chan struct{} // closed (and replaced) after every apply: wakes waiters
+	// failed is set once, when an apply or restore panicked, and never cleared. Atomic so the
+	// apply path checks it without the lock.
+	failed atomic.Bool
+
+	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged
+	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
+	logger   *slog.Logger  // nil until setFailStop
+	stop     func()        // shuts the replica's Raft instance down; nil until setFailStop
+	stopping bool          // stop has been started
+	unlogged []any         // a failure's log attributes, kept when it came before the logger
 }
 
 func newFSM(part *store.Partition) *fsm {
@@ -24,16 +51,57 @@ func newFSM(part *store.Partition) *fsm {
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
+// setFailStop gives the fsm its logger and the function that shuts its Raft instance down
+// after a failure. The owner calls it once, after creating the Raft instance; stop runs on
+// its own goroutine (it must not block the apply loop it stops). If the fsm failed before,
+// stop starts at once.
+func (f *fsm) setFailStop(logger *slog.Logger, stop func()) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	f.mu.Lock()
+	f.logger, f.stop = logger, stop
+	unlogged := f.unlogged
+	f.unlogged = nil
+	f.mu.Unlock()
+	if unlogged != nil {
+		logger.Error(failureMessage, unlogged...)
+	}
+	if f.failed.Load() {
+		f.startStop()
+	}
+}
+
+const failureMessage = "raftgroup: state machine panicked; stopping this replica"
+
 func (f *fsm) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
 // ApplyBatch applies committed entries in order. A command entry yields []store.Result, one
 // per command; an entry that does not decode yields its error (it changed nothing, on every
-// replica alike). Configuration entries only advance the applied index.
-func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
-	out := make([]interface{}, len(logs))
-	for i, l := range logs {
+// replica alike). Configuration entries only advance the applied index. After a panic the
+// entries not yet applied, and every later one, yield errStateMachineFailed.
+func (f *fsm) ApplyBatch(logs []*raft.Log) (out []interface{}) {
+	out = make([]interface{}, len(logs))
+	if f.failed.Load() {
+		fillFailed(out)
+		return out
+	}
+	i := 0
+	defer func() {
+		if r := recover(); r != nil {
+			f.fail("apply", r, logs[i].Index)
+			fillFailed(out[i:])
+		}
+		f.wake()
+	}()
+	hook := applyHook.Load()
+	for ; i < len(logs); i++ {
+		l := logs[i]
+		if hook != nil {
+			(*hook)(f.part, l)
+		}
 		if l.Type != raft.LogCommand {
 			f.part.MarkApplied(l.Index)
 			continue
@@ -45,8 +113,46 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			out[i] = res
 		}
 	}
-	f.wake()
 	return out
+}
+
+func fillFailed(out []interface{}) {
+	for i := range out {
+		out[i] = errStateMachineFailed
+	}
+}
+
+// fail records a panic, logs it with its stack, and starts stopping the replica.
+func (f *fsm) fail(during string, panicked any, index uint64) {
+	if !f.failed.CompareAndSwap(false, true) {
+		return
+	}
+	attrs := []any{"during", during, "index", index, "panic", panicked, "stack", string(debug.Stack())}
+	f.mu.Lock()
+	logger := f.logger
+	if logger == nil {
+		f.unlogged = attrs
+	}
+	f.mu.Unlock()
+	if logger != nil {
+		logger.Error(failureMessage, attrs...)
+	}
+	f.startStop()
+}
+
+// startStop runs the stop function once, on its own goroutine: Raft's shutdown waits for the
+// apply loop, which is the caller.
+func (f *fsm) startStop() {
+	f.mu.Lock()
+	stop := f.stop
+	start := stop != nil && !f.stopping
+	if start {
+		f.stopping = true
+	}
+	f.mu.Unlock()
+	if start {
+		go stop()
+	}
 }
 
 func (f *fsm) wake() {
@@ -56,7 +162,8 @@ func (f *fsm) wake() {
 	f.mu.Unlock()
 }
 
-// waitApplied returns once the state machine has applied index, or when ctx or done end.
+// waitApplied returns once the state machine has applied index, or when ctx or done end, or
+// when the state machine failed (it will apply nothing more).
 func (f *fsm) waitApplied(ctx context.Context, done <-chan struct{}, index uint64) error {
 	for {
 		f.mu.Lock()
@@ -64,6 +171,9 @@ func (f *fsm) waitApplied(ctx context.Context, done <-chan struct{}, index uint6
 		f.mu.Unlock()
 		if f.part.AppliedIndex() >= index {
 			return nil
+		}
+		if f.failed.Load() {
+			return errStateMachineFailed
 		}
 		select {
 		case <-ch:
@@ -75,20 +185,42 @@ func (f *fsm) waitApplied(ctx context.Context, done <-chan struct{}, index uint6
 	}
 }
 
+// Snapshot captures the partition. A failed state machine refuses: its state may be half an
+// entry ahead of the log and must not reach another replica.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.failed.Load() {
+		return nil, errStateMachineFailed
+	}
 	return &fsmSnapshot{snap: f.part.Snapshot()}, nil
 }
 
-func (f *fsm) Restore(rc io.ReadCloser) error {
+// Restore replaces the partition with a snapshot. A panic while restoring fails the state
+// machine like one while applying.
+func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	defer rc.Close()
-	err := f.part.Restore(rc)
-	f.wake()
-	return err
+	if f.failed.Load() {
+		return errStateMachineFailed
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f.fail("restore", r, 0)
+			err = errStateMachineFailed
+		}
+		f.wake()
+	}()
+	return f.part.Restore(rc)
 }
 
 type fsmSnapshot struct{ snap *store.Snapshot }
 
+// Persist hands the view itself to this package's snapshot store, which serializes it only
+// when a follower needs it; any other sink gets the bytes.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if vs, ok := sink.(*viewSink); ok {
+		vs.attach(s.snap)
+		s.snap = nil // the store owns it now; Release must not drop its entries
+		return sink.Close()
+	}
 	if _, err := s.snap.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err
@@ -96,4 +228,8 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *fsmSnapshot) Release() { s.snap.Release() }
+func (s *fsmSnapshot) Release() {
+	if s.snap != nil {
+		s.snap.Release()
+	}
+}

@@ -95,6 +95,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
 	}
 	g.raft = r
+	g.fsm.setFailStop(g.logger, func() { _ = r.Shutdown().Error() })
 	if bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: g.self, Address: local}}}
 		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
@@ -121,6 +122,10 @@ func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 // Shutdown reports whether the group's Raft instance has stopped (for example after this
 // replica was removed from the configuration).
 func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown }
+
+// Failed reports whether the replica's state machine failed (a panic during apply or
+// restore): it stopped so as not to diverge, and must not come back under this identity.
+func (g *Group) Failed() bool { return g.fsm.failed.Load() }
 
 // LastContact returns the last time this replica heard from a leader (zero for a leader).
 func (g *Group) LastContact() time.Time { return g.raft.LastContact() }

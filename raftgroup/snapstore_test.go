@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"
@@ -107,4 +108,31 @@ func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
 	if metas, _ := s.List(); metas[0].Index != 8 {
 		t.Fatalf("a cancelled snapshot replaced the latest: index %d", metas[0].Index)
 	}
+}
+
+// A replica added after the leader truncated its log is brought up by installing the leader's
+// snapshot, streamed from the held view.
+func TestLateReplicaInstallsSnapshot(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes[:2])
+	ctx := t.Context()
+	for i := 0; i < 300; i++ {
+		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i), Value: []byte(fmt.Sprintf("v%d", i))}, WriteLevel{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "leader log truncated by a snapshot", func() bool {
+		first, err := g.logs.FirstIndex()
+		return err == nil && first > 1
+	})
+	waitFor(t, 15*time.Second, "third replica added", func() bool {
+		g.Reconcile([]Member{nodes[0].member(), nodes[1].member(), nodes[2].member()}, false)
+		voters, _, err := g.VoterCount()
+		return err == nil && voters == 3
+	})
+	late := nodes[2].m.Group(0)
+	waitFor(t, 10*time.Second, "late replica caught up", func() bool {
+		return late != nil && late.Partition().AppliedIndex() >= g.Partition().AppliedIndex()
+	})
+	samePartitions(t, g.Partition(), late.Partition())
 }
