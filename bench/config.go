@@ -26,6 +26,7 @@ type config struct {
 	timings    string // "default" or "local"
 	procs      bool
 	jsonOut    bool
+	cpuProfile string // file for a CPU profile of the run; "" for none
 	verbose    bool
 	quick      bool
 }
@@ -112,6 +113,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		procs      = fs.Bool("procs", false, "run every node but the first in its own OS process (see the package doc)")
 		jsonOut    = fs.Bool("json", false, "print the rows as JSON instead of a table")
 		verbose    = fs.Bool("v", false, "log GridKV's messages to stderr")
+		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +140,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		timings:    *timings,
 		procs:      *procs,
 		jsonOut:    *jsonOut,
+		cpuProfile: *cpuProfile,
 		verbose:    *verbose,
 		quick:      *quick,
 	}

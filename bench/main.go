@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 )
 
 func main() {
@@ -76,6 +77,17 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *config) error {
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b := newBench(cfg, newProgress())
 	rows, err := b.runAll(ctx)
 	b.prog.done()
