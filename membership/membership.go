@@ -217,6 +217,8 @@ type Membership struct {
 	refusals  map[string]time.Time                // last Warn per refused member+cluster
 	snapshot  map[string]memberlist.NodeStateType // states seen by the running snapshot
 
+	seeds []string // validated seed addresses, for rejoinLoop; read-only after Start
+
 	changed    chan struct{} // 1-buffered: coalesces OnChange notifications
 	leadsDirty chan struct{} // 1-buffered: coalesces metadata broadcasts
 	recheck    chan struct{} // 1-buffered: asks watchLoop for a snapshot now
@@ -259,6 +261,7 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 
 	m := &Membership{
 		cfg:        cfg,
+		seeds:      seeds,
 		timing:     cfg.Timing,
 		logger:     logger,
 		clusterID:  cfg.ClusterID,
@@ -317,10 +320,11 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 		m.gossipMeta()
 	}
 
-	m.wg.Add(3)
+	m.wg.Add(4)
 	go m.notifyLoop()
 	go m.broadcastLoop()
 	go m.watchLoop()
+	go m.rejoinLoop()
 	logger.Info("membership started", "addr", cfg.Addr, "cluster", m.ClusterID(), "seeds", seeds)
 	return m, nil
 }
@@ -654,6 +658,58 @@ func (m *Membership) watchLoop() {
 			signal(m.changed)
 		}
 	}
+}
+
+// rejoinLoop heals splits. memberlist stops gossiping to a member shortly after declaring it
+// dead and never contacts it again, so after a network partition longer than failure
+// detection both sides would stay apart for good. Every few probe intervals this loop runs
+// a state exchange with the addresses of dead (not departed) members and with seeds that are
+// not live members; once the network heals, each side learns the other is alive (the one
+// declared dead refutes it) and the cluster is whole again. Peers of another cluster are
+// still refused by the merge checks.
+func (m *Membership) rejoinLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(5 * m.timing.ProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		targets := m.rejoinTargets()
+		if len(targets) == 0 {
+			continue
+		}
+		if n, err := m.list.Join(targets); n > 0 {
+			m.logger.Info("re-merged with members thought gone", "contacted", n, "targets", targets)
+		} else if err != nil {
+			m.logger.Debug("rejoin attempt", "targets", targets, "err", err)
+		}
+	}
+}
+
+// rejoinTargets returns the addresses worth a state exchange: dead members' and seeds that
+// no live member holds.
+func (m *Membership) rejoinTargets() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live := make(map[string]bool)
+	var out []string
+	for _, r := range m.members {
+		switch r.state {
+		case StateAlive, StateSuspect:
+			live[r.meta.Addr] = true
+		case StateDead:
+			out = append(out, r.meta.Addr)
+		}
+	}
+	for _, seed := range m.seeds {
+		if !live[seed] && !slices.Contains(out, seed) {
+			out = append(out, seed)
+		}
+	}
+	return out
 }
 
 // errSnapshot declines a join merge that contains this very node: either our
