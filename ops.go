@@ -87,8 +87,18 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	p := ring.PartitionOf(key, kv.cfg.partitions)
 	if stale {
 		if g := kv.groups.Group(p); g != nil {
-			return localGet(g, key)
+			e, err := localGet(g, key)
+			// Checked after the read: a restore lowers the applied index before it swaps the
+			// state in, so a read that could have seen restored state is caught here.
+			if g.StaleReadable() {
+				return e, err
+			}
 		}
+		// No replica here, or one set back by an old snapshot until it replays its log.
+		// Answers from other replicas could go back in time from one call to the next
+		// (replicas lag each other), so the read goes to the leader's read index: never
+		// older than anything this node returned before.
+		stale = false
 	}
 	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
 		if !stale {

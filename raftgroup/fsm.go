@@ -37,6 +37,12 @@ type fsm struct {
 	// apply path checks it without the lock.
 	failed atomic.Bool
 
+	// highWater is the highest index this replica has applied. A follower can be sent a
+	// snapshot older than what it applied (hashicorp/raft's follower does not compare the
+	// two); its state then goes back until the log replays it forward. Reads must not see
+	// that, so stale reads wait until the applied index is back at highWater.
+	highWater atomic.Uint64
+
 	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged
 	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
 	logger   *slog.Logger  // nil until setFailStop
@@ -94,6 +100,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) (out []interface{}) {
 			f.fail("apply", r, logs[i].Index)
 			fillFailed(out[i:])
 		}
+		f.raiseHighWater()
 		f.wake()
 	}()
 	hook := applyHook.Load()
@@ -152,6 +159,20 @@ func (f *fsm) startStop() {
 	f.mu.Unlock()
 	if start {
 		go stop()
+	}
+}
+
+// rewound reports whether a snapshot restore took the state behind what it already applied.
+func (f *fsm) rewound() bool { return f.part.AppliedIndex() < f.highWater.Load() }
+
+// raiseHighWater records the applied index after an apply.
+func (f *fsm) raiseHighWater() {
+	applied := f.part.AppliedIndex()
+	for {
+		hw := f.highWater.Load()
+		if applied <= hw || f.highWater.CompareAndSwap(hw, applied) {
+			return
+		}
 	}
 }
 

@@ -123,6 +123,11 @@ func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 // replica was removed from the configuration).
 func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown }
 
+// StaleReadable reports whether the local state may answer a stale read: false while a
+// snapshot restore has taken it behind what it applied before (see fsm.highWater), so that
+// stale reads through one node never go back in time.
+func (g *Group) StaleReadable() bool { return !g.fsm.rewound() }
+
 // Failed reports whether the replica's state machine failed (a panic during apply or
 // restore): it stopped so as not to diverge, and must not come back under this identity.
 func (g *Group) Failed() bool { return g.fsm.failed.Load() }

@@ -234,10 +234,12 @@ func (p *Partition) Restore(r io.Reader) error {
 	if p.closed.Load() {
 		return ErrPartitionClosed
 	}
+	// The applied index moves first: a reader that finds it lowered after reading knows its
+	// read may have seen the restored state, which can be older than what it replaced.
+	p.applied.Store(hdr.index)
 	p.table.Store(t)
 	p.count.Store(int64(hdr.count))
 	p.acct.add(bytes - p.bytes.Swap(bytes))
-	p.applied.Store(hdr.index)
 	return nil
 }
 
