@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/internal/faultnet"
+	"github.com/feellmoose/gridkv/transport"
 )
 
 // DefaultPartitions is the partition count a harness node gets unless mutate changes it: small
@@ -44,17 +47,22 @@ type Cluster struct {
 	mutate func(i int, o *gridkv.GridKVOptions)
 	logger *slog.Logger
 
+	// Net is the fault network every node's transport consults; tests cut, slow and heal
+	// links through it or through the helpers below.
+	Net *faultnet.Net
+
 	mu    sync.Mutex // guards nodes
-	nodes []*Node    // every node ever started, by index; stopped ones stay in place
+	nodes []*Node    // every node ever started, by index; stopped ones stay in place until Restart
 }
 
-// Start starts n nodes on 127.0.0.1. Node 0 creates the cluster; node i > 0 joins with the
+// Start starts n nodes on 127.0.0.1, every one wired to the cluster's fault network Net. Node 0 creates the cluster; node i > 0 joins with the
 // addresses of nodes 0..i-1 as seeds. Every node starts from LocalTimings and DefaultPartitions;
 // mutate (may be nil) then changes node i's options. Start registers a cleanup that closes
 // every node, and returns once all nodes are created; call WaitReady to wait for leaders.
 func Start(t testing.TB, n int, mutate func(i int, o *gridkv.GridKVOptions)) *Cluster {
 	t.Helper()
-	c := &Cluster{mutate: mutate, logger: testLogger(t)}
+	seed := faultSeed(t)
+	c := &Cluster{mutate: mutate, logger: testLogger(t), Net: faultnet.New(seed)}
 	register(t, c)
 	t.Cleanup(func() { c.closeAll(t) })
 	for i := 0; i < n; i++ {
@@ -68,20 +76,65 @@ func (c *Cluster) Add(t testing.TB) *Node {
 	t.Helper()
 	c.mu.Lock()
 	i := len(c.nodes)
+	c.mu.Unlock()
+	node := c.start(t, i, fmt.Sprintf("node-%d", i), "")
+	c.mu.Lock()
+	c.nodes = append(c.nodes, node)
+	c.mu.Unlock()
+	return node
+}
+
+// AddAt starts a node with the given ID on addr, joining through seeds rather than the live
+// nodes, and returns NewGridKV's error instead of failing the test, so that it may run on any
+// goroutine: several AddAt calls may run at once (nodes that must find each other to finish
+// joining). Each node is appended when its NewGridKV returns.
+func (c *Cluster) AddAt(t testing.TB, id, addr string, seeds []string) (*Node, error) {
+	c.mu.Lock()
+	i := len(c.nodes)
+	c.mu.Unlock()
+	node, err := c.startWith(i, id, addr, seeds)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, node)
+	c.mu.Unlock()
+	return node, nil
+}
+
+// seeds returns the addresses of every live node.
+func (c *Cluster) seeds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var seeds []string
 	for _, n := range c.nodes {
 		if !n.stopped.Load() {
 			seeds = append(seeds, n.Addr)
 		}
 	}
-	c.mu.Unlock()
+	return seeds
+}
 
-	id := fmt.Sprintf("node-%d", i)
+// start creates node i with the given ID on addr (empty: a free port), seeded with every live
+// node, and wired to the cluster's fault network.
+func (c *Cluster) start(t testing.TB, i int, id, addr string) *Node {
+	t.Helper()
+	node, err := c.startWith(i, id, addr, c.seeds())
+	if err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	return node
+}
+
+func (c *Cluster) startWith(i int, id, addr string, seeds []string) (*Node, error) {
+	fixed := addr != ""
 	var lastErr error
 	for attempt := 0; attempt < bindAttempts; attempt++ {
-		addr, err := FreeAddr()
-		if err != nil {
-			t.Fatalf("cluster: finding a free port for %s: %v", id, err)
+		if !fixed {
+			var err error
+			if addr, err = FreeAddr(); err != nil {
+				return nil, fmt.Errorf("finding a free port for %s: %w", id, err)
+			}
 		}
 		timings := gridkv.LocalTimings()
 		opts := &gridkv.GridKVOptions{
@@ -97,21 +150,90 @@ func (c *Cluster) Add(t testing.TB) *Node {
 		if c.mutate != nil {
 			c.mutate(i, opts)
 		}
+		network := transport.NetworkOptions{}
+		if opts.Network != nil {
+			network = *opts.Network
+		}
+		if network.Faults == nil {
+			network.Faults = c.Net
+		}
+		opts.Network = &network
 		kv, err := gridkv.NewGridKV(opts)
 		if err == nil {
-			node := &Node{ID: id, Addr: addr, KV: kv}
-			c.mu.Lock()
-			c.nodes = append(c.nodes, node)
-			c.mu.Unlock()
-			return node
+			return &Node{ID: id, Addr: addr, KV: kv}, nil
 		}
 		lastErr = err
 		if !isBindConflict(err) {
 			break
 		}
+		if fixed {
+			time.Sleep(200 * time.Millisecond) // the old socket may linger for a moment
+		}
 	}
-	t.Fatalf("cluster: starting %s: %v", id, lastErr)
-	return nil
+	return nil, fmt.Errorf("starting %s: %w", id, lastErr)
+}
+
+// Crash stops node i abruptly as far as the others can tell: its every link is cut first, so
+// its graceful leave, leadership hand-off and final messages never reach them, then it is
+// closed so that its port and goroutines are freed. The others see it fall silent and, after
+// gossip's failure detection, dead. Crashing a stopped node does nothing.
+func (c *Cluster) Crash(i int) {
+	n := c.Node(i)
+	c.Net.Isolate(n.Addr)
+	if n.stopped.CompareAndSwap(false, true) {
+		_ = n.KV.Close()
+	}
+}
+
+// Restart starts a new, empty node in place of stopped node i, with the same ID and address
+// (GridKV gives it a new incarnation). Every fault naming the address is lifted first. It
+// joins through the live nodes and replaces node i in Node, Live and Index.
+func (c *Cluster) Restart(t testing.TB, i int) *Node {
+	t.Helper()
+	old := c.Node(i)
+	if !old.stopped.Load() {
+		t.Fatalf("cluster: Restart(%d): %s is still running", i, old.ID)
+	}
+	c.Net.Forget(old.Addr)
+	node := c.start(t, i, old.ID, old.Addr)
+	c.mu.Lock()
+	c.nodes[i] = node
+	c.mu.Unlock()
+	return node
+}
+
+// Partition cuts every link between nodes of different groups of node indexes, both ways.
+func (c *Cluster) Partition(groups ...[]int) {
+	addrs := make([][]string, len(groups))
+	for g, idx := range groups {
+		for _, i := range idx {
+			addrs[g] = append(addrs[g], c.Node(i).Addr)
+		}
+	}
+	c.Net.Partition(addrs...)
+}
+
+// Isolate cuts node i off from every other node, both ways, for the given classes (all if
+// none).
+func (c *Cluster) Isolate(i int, classes ...transport.Class) {
+	c.Net.Isolate(c.Node(i).Addr, classes...)
+}
+
+// Heal lifts every fault: the network is perfect again.
+func (c *Cluster) Heal() { c.Net.Heal() }
+
+// faultSeed is the seed of a cluster's random drops and jitter: GRIDKV_FAULT_SEED if set (to
+// replay a run), else the clock. It is logged so a failing run can be replayed.
+func faultSeed(t testing.TB) uint64 {
+	if s := os.Getenv("GRIDKV_FAULT_SEED"); s != "" {
+		if v, err := strconv.ParseUint(s, 10, 64); err == nil {
+			t.Logf("cluster: fault seed %d (GRIDKV_FAULT_SEED)", v)
+			return v
+		}
+	}
+	v := uint64(time.Now().UnixNano())
+	t.Logf("cluster: fault seed %d (set GRIDKV_FAULT_SEED to replay)", v)
+	return v
 }
 
 // Node returns node i, stopped or not.
