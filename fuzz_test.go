@@ -9,13 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/freeport"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
 )
@@ -57,22 +57,7 @@ func startFuzzNode(tb testing.TB) *GridKV {
 }
 
 // freeLoopbackAddr returns a 127.0.0.1 address whose port was free for TCP and UDP a moment ago.
-func freeLoopbackAddr() (string, error) {
-	for attempt := 0; attempt < 32; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("no port free for both TCP and UDP")
-}
+func freeLoopbackAddr() (string, error) { return freeport.Addr() }
 
 // keyIn returns a key of partition p, so seeds reach the write path rather than the
 // partition check.

@@ -2,16 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/internal/freeport"
 )
 
 // nodeSpec is everything needed to start one node, in this process or in a child (it travels
@@ -131,23 +130,7 @@ func startNode(spec nodeSpec, t gridkv.Timings) (*gridkv.GridKV, string, error) 
 }
 
 // freeAddr returns a loopback address whose port is free for both TCP and UDP right now.
-func freeAddr() (string, error) {
-	for attempt := 0; attempt < 20; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr, nil
-	}
-	return "", errors.New("no free loopback port for TCP and UDP")
-}
+func freeAddr() (string, error) { return freeport.Addr() }
 
 // waitReplicated polls the nodes' Status until, in every node's view, all members are alive
 // and every partition has a leader and min(N, nodes) replicas; then until the leaders stay

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/faultnet"
+	"github.com/feellmoose/gridkv/internal/freeport"
 	"github.com/feellmoose/gridkv/transport"
 )
 
@@ -394,23 +394,7 @@ func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool, 
 
 // FreeAddr returns a 127.0.0.1 address whose port was free for both TCP and UDP a moment ago.
 // Another process may take it before the caller binds it; Start and Add retry in that case.
-func FreeAddr() (string, error) {
-	for attempt := 0; attempt < 32; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue // the UDP side of this port is taken: try another
-		}
-		u.Close()
-		return addr, nil
-	}
-	return "", errors.New("no port free for both TCP and UDP after 32 tries")
-}
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 func isBindConflict(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
