@@ -48,7 +48,7 @@ func (kv *GridKV) Status() Status {
 					if s.Suffrage != raft.Voter {
 						continue // a learner still catching up holds no vote yet
 					}
-					id, _ := raftgroupNode(s.ID)
+					id, _ := raftgroup.NodeOf(s.ID)
 					ps.Replicas = append(ps.Replicas, id)
 				}
 			}
@@ -61,5 +61,3 @@ func (kv *GridKV) Status() Status {
 	}
 	return st
 }
-
-func raftgroupNode(id raft.ServerID) (string, uint64) { return raftgroup.NodeOf(id) }
