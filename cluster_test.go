@@ -258,6 +258,30 @@ func TestFourthNodeJoins(t *testing.T) {
 		return len(perNode) == 4 && lo > 0 && float64(hi) <= 1.5*float64(lo)
 	})
 	t.Logf("placement settled %v after the join: replicas per node %v", time.Since(start).Round(time.Millisecond), perNode)
+	// Replicas moved away are dropped once the group has removed them for good: every node
+	// ends up hosting exactly the partitions whose configurations list it.
+	c.WaitFor(t, 60*time.Second, "nodes to host only the replicas the groups count", func() bool {
+		parts, ok := authoritative(c)
+		if !ok {
+			return false
+		}
+		for _, n := range c.Live() {
+			var want, got []int
+			for _, p := range parts {
+				if slices.Contains(p.Replicas, n.ID) {
+					want = append(want, p.ID)
+				}
+			}
+			for _, d := range gridkv.ReplicaDigests(n.KV) {
+				got = append(got, d.Partition)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return false
+			}
+		}
+		return true
+	})
 
 	for k, v := range written {
 		got, err := fourth.KV.Get(ctx, k)

@@ -88,6 +88,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	})
 	kv.trans.Handle(kindOp, kv.serveOp)
 	kv.trans.Handle(kindWaitApplied, kv.serveWaitApplied)
+	kv.trans.Handle(kindRemoved, kv.serveRemoved)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
 	bootstrap := len(cfg.seeds) == 0

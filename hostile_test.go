@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -40,12 +39,6 @@ const (
 // within its deadline), the heap must not grow without bound, and the attacked node must still
 // serve afterwards.
 func TestGarbageOnARunningNode(t *testing.T) {
-	if os.Getenv("GRIDKV_FAULTS_ALL") != "1" {
-		// Fails some runs on a loaded 2-core machine: client operations through the attacked
-		// node stay unavailable past their retry window after the connection flood, and once
-		// the process grew to gigabytes. Not yet diagnosed (see the open fault-tolerance issue).
-		t.Skip("fails intermittently; run with GRIDKV_FAULTS_ALL=1")
-	}
 	const maxInbound = 24
 	c := cluster.Start(t, 3, func(i int, o *gridkv.GridKVOptions) {
 		if i == 2 {

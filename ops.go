@@ -407,3 +407,37 @@ func (kv *GridKV) serveWaitApplied(ctx context.Context, from string, b []byte) (
 	}
 	return nil, kv.groups.WaitApplied(ctx, req.Partition, req.Index)
 }
+
+// callRemoved asks the node at addr, the leader of partition p as far as this node knows,
+// whether the server ID id is out of the group for good.
+func (kv *GridKV) callRemoved(ctx context.Context, addr string, p int, id string) (bool, error) {
+	b, err := marshal(&removedRequest{Partition: p, ServerID: id})
+	if err != nil {
+		return false, err
+	}
+	out, err := kv.trans.Call(ctx, addr, kindRemoved, b)
+	if err != nil {
+		return false, err
+	}
+	var resp removedResponse
+	if err := unmarshal(out, &resp); err != nil {
+		return false, err
+	}
+	return resp.Removed, nil
+}
+
+func (kv *GridKV) serveRemoved(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var req removedRequest
+	if err := unmarshal(b, &req); err != nil {
+		return nil, err
+	}
+	g := kv.groups.Group(req.Partition)
+	if g == nil {
+		return nil, fmt.Errorf("gridkv: partition %d is not hosted here", req.Partition)
+	}
+	removed, err := g.RemovedFromGroup(req.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(&removedResponse{Removed: removed})
+}

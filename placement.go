@@ -1,6 +1,7 @@
 package gridkv
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -96,6 +97,7 @@ func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
 
 	hosted := kv.groups.Hosted()
 	changes := 0
+	asked := false
 	var leads []int
 	heartbeat := kv.cfg.timings.Raft.HeartbeatTimeout
 	for i := range hosted {
@@ -119,8 +121,20 @@ func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
 				kv.cfg.logger.Debug("placement", "partition", p, "err", err)
 			}
 		case !placedHere(desired, kv.cfg.nodeID) && g.Age() > 10*heartbeat && time.Since(g.LastContact()) > 5*heartbeat:
-			// Removed from the group (or never added) and no leader talks to it any more.
-			kv.groups.Drop(p)
+			// Not placed here and no leader talks to it any more. It is dropped only once it
+			// is out of the group for good: a replica dropped while the group still counts
+			// it would come back empty under the same server ID (when placed here again, or
+			// when that leader reaches it) and could vote without the entries it
+			// acknowledged. At most one leader is asked per tick.
+			switch {
+			case g.Retired():
+				kv.groups.Drop(p)
+			case !asked:
+				asked = true
+				if kv.leaderSaysRemoved(view, g) {
+					kv.groups.Drop(p)
+				}
+			}
 		}
 	}
 	slices.Sort(leads)
@@ -155,4 +169,20 @@ func (kv *GridKV) dropStaleHints(byID map[string]membership.Member) {
 			}
 		}
 	}
+}
+
+// leaderSaysRemoved asks the leader of g's partition, as gossip names it, whether g's
+// replica was removed from the group for good.
+func (kv *GridKV) leaderSaysRemoved(view *clusterView, g *raftgroup.Group) bool {
+	hint, ok := view.gossipLeaders[g.ID()]
+	if !ok || hint.id == kv.cfg.nodeID {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	removed, err := kv.callRemoved(ctx, hint.addr, g.ID(), g.ServerID())
+	if err != nil {
+		kv.cfg.logger.Debug("asking whether a replica was removed", "partition", g.ID(), "leader", hint.id, "err", err)
+	}
+	return removed
 }

@@ -14,6 +14,7 @@ import (
 const (
 	kindOp          uint8 = 1 // a client operation forwarded to a partition's leader or replica
 	kindWaitApplied uint8 = 2 // a leader asking a replica to report once it applied an index
+	kindRemoved     uint8 = 3 // a replica asking its group's leader whether it was removed for good
 )
 
 // opKind is the operation of a forwarded request.
@@ -67,6 +68,16 @@ type waitAppliedRequest struct {
 	Partition int    `msgpack:"p"`
 	Index     uint64 `msgpack:"i"`
 	TimeoutMS int64  `msgpack:"t"`
+}
+
+// removedRequest asks the leader of Partition whether ServerID is out of the group for good.
+type removedRequest struct {
+	Partition int    `msgpack:"p"`
+	ServerID  string `msgpack:"s"`
+}
+
+type removedResponse struct {
+	Removed bool `msgpack:"r"`
 }
 
 // errRemote is an error a peer reported that has no sentinel of its own.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -342,4 +343,175 @@ func TestIDs(t *testing.T) {
 	if _, _, err := SplitAddress("127.0.0.1:7000"); err == nil {
 		t.Fatal("address without incarnation accepted")
 	}
+}
+
+// voterIDs returns the group's voters, sorted, and its non-voters.
+func voterIDs(t *testing.T, g *Group) (voters, learners []string) {
+	t.Helper()
+	cfg, err := g.Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		} else {
+			learners = append(learners, string(s.ID))
+		}
+	}
+	slices.Sort(voters)
+	return voters, learners
+}
+
+// A replica being replaced keeps its vote until its replacement votes: a group never shrinks
+// below its replica count while a new replica catches up, and one that never catches up
+// leaves the voters as they were.
+func TestReplacementKeepsVotersUntilNewReplicaVotes(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	want := func(ns ...*node) []string {
+		var ids []string
+		for _, n := range ns {
+			ids = append(ids, string(n.member().serverID()))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+
+	// A replica on a node that never answers: it is added as a learner and never promoted,
+	// so the replica it would replace must keep voting.
+	dead := Member{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
+	for i := 0; i < 10; i++ {
+		if _, err := g.Reconcile([]Member{nodes[0].member(), nodes[1].member(), dead}, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		if voters, _ := voterIDs(t, g); !slices.Equal(voters, want(nodes...)) {
+			t.Fatalf("step %d: voters %v while the replacement cannot catch up, want %v", i, voters, want(nodes...))
+		}
+	}
+
+	// A live replacement: voters go 3 -> 4 -> 3, never below three.
+	n3 := startNode(t, "n3", 103, "127.0.0.1:0", 1)
+	desired := []Member{nodes[0].member(), nodes[1].member(), n3.member()}
+	waitFor(t, 20*time.Second, "the replacement voting and the old replica gone", func() bool {
+		if _, err := g.Reconcile(desired, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		voters, learners := voterIDs(t, g)
+		if len(voters) < 3 {
+			t.Fatalf("voters shrank to %v", voters)
+		}
+		return slices.Equal(voters, want(nodes[0], nodes[1], n3)) && len(learners) == 0
+	})
+}
+
+// A replica leaves for good only through a committed configuration without it: the leader
+// says so for a removed replica and not for a member, and a follower never calls itself
+// retired while its own configuration lists it.
+func TestRemovedFromGroup(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	gone := nodes[2].m.Group(0)
+	if gone.Retired() {
+		t.Fatal("a voter calls itself retired")
+	}
+	if removed, err := g.RemovedFromGroup(gone.ServerID()); err != nil || removed {
+		t.Fatalf("RemovedFromGroup(voter) = %v, %v; want false", removed, err)
+	}
+	var nl *NotLeaderError
+	if _, err := gone.RemovedFromGroup(gone.ServerID()); !errors.As(err, &nl) {
+		t.Fatalf("RemovedFromGroup on a follower: %v, want NotLeaderError", err)
+	}
+
+	desired := []Member{nodes[0].member(), nodes[1].member()}
+	waitFor(t, 10*time.Second, "the leader to report the replica removed", func() bool {
+		if _, err := g.Reconcile(desired, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		removed, err := g.RemovedFromGroup(gone.ServerID())
+		return err == nil && removed
+	})
+	if removed, err := g.RemovedFromGroup(nodes[1].m.Group(0).ServerID()); err != nil || removed {
+		t.Fatalf("RemovedFromGroup(remaining voter) = %v, %v; want false", removed, err)
+	}
+	if g.Retired() {
+		t.Fatal("the leader calls itself retired")
+	}
+	// The removed replica may or may not have learnt that its removal committed; if it
+	// says it is retired, its configuration must indeed lack it.
+	if gone.Retired() {
+		cfg, err := gone.Configuration()
+		if err == nil {
+			for _, s := range cfg.Servers {
+				if string(s.ID) == gone.ServerID() {
+					t.Fatalf("retired, yet its configuration lists it: %v", cfg.Servers)
+				}
+			}
+		}
+	}
+}
+
+// A replica removed from a group and kept (its node never dropped it) can be added back: it
+// catches up from where it stopped and becomes a voter again.
+func TestRemovedReplicaRejoins(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	propose := func(i int) {
+		t.Helper()
+		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i), Value: []byte("v")}, WriteLevel{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	propose(0)
+	two := []Member{nodes[0].member(), nodes[1].member()}
+	waitFor(t, 10*time.Second, "the third replica removed", func() bool {
+		_, _ = g.Reconcile(two, false)
+		removed, err := g.RemovedFromGroup(nodes[2].m.Group(0).ServerID())
+		return err == nil && removed
+	})
+	for i := 1; i < 20; i++ {
+		propose(i)
+	}
+	all := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member()}
+	waitFor(t, 20*time.Second, "the removed replica voting again", func() bool {
+		if _, err := g.Reconcile(all, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		voters, learners := voterIDs(t, g)
+		t.Logf("voters %v learners %v", voters, learners)
+		return len(voters) == 3
+	})
+}
+
+// A learner added before a leadership change is promoted by the new leader even when nothing
+// is written: the new leader's last entry is a no-op, which state machines never see.
+func TestLearnerPromotedAfterLeaderChangeOnIdleGroup(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	n3 := startNode(t, "n3", 103, "127.0.0.1:0", 1)
+	desired := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member(), n3.member()}
+	if ch, err := g.Reconcile(desired, false); ch != AddedLearner || err != nil {
+		t.Fatalf("Reconcile = %v, %v; want a learner added", ch, err)
+	}
+	if err := g.TransferLeadership(); err != nil {
+		t.Fatal(err)
+	}
+	var leader *Group
+	waitFor(t, 10*time.Second, "a new leader", func() bool {
+		for _, n := range nodes[1:] {
+			if ng := n.m.Group(0); ng != nil && ng.IsLeader() {
+				leader = ng
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 10*time.Second, "the learner promoted", func() bool {
+		if _, err := leader.Reconcile(desired, false); err != nil {
+			t.Logf("reconcile: %v", err)
+		}
+		voters, _ := voterIDs(t, leader)
+		return len(voters) == 4
+	})
 }

@@ -34,9 +34,10 @@ func (c Change) String() string {
 
 // Reconcile moves the group one step toward desired (ordered; the first is the preferred
 // leader). Only the leader acts. The order is: add a missing replica as a non-voter, promote a
-// caught-up non-voter, remove a server that is not desired (handing leadership away first if
-// it is this one), and, with balance set, hand leadership to the preferred replica. Each call
-// makes at most one change, so callers can rate-limit changes across groups.
+// caught-up non-voter, remove a server that is not desired (a voter only once every desired
+// replica votes; handing leadership away first if it is this one), and, with balance set,
+// hand leadership to the preferred replica. Each call makes at most one change, so callers
+// can rate-limit changes across groups.
 func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 	if g.raft.State() != raft.Leader || len(desired) == 0 {
 		return NoChange, nil
@@ -64,8 +65,17 @@ func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 	if ch, err := g.promote(desired, current, cfgIndex); ch != NoChange || err != nil {
 		return ch, err
 	}
+	// A voter leaves only once every desired replica votes: removing one earlier shrinks the
+	// group below its replica count (often to two voters, which stop committing when either
+	// stalls) while the replicas meant to replace it are still catching up.
+	allVote := true
+	for _, d := range desired {
+		if s, ok := current[d.serverID()]; !ok || s.Suffrage != raft.Voter {
+			allVote = false
+		}
+	}
 	for _, s := range cfg.Servers {
-		if want[s.ID] {
+		if want[s.ID] || (s.Suffrage == raft.Voter && !allVote) {
 			continue
 		}
 		if s.ID == g.self {
@@ -100,7 +110,28 @@ func (g *Group) transferTo(desired []Member, current map[raft.ServerID]raft.Serv
 func (g *Group) caughtUp(d Member) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return g.m.cfg.WaitApplied(ctx, d.Addr, g.id, g.raft.CommitIndex()) == nil
+	err := g.m.cfg.WaitApplied(ctx, d.Addr, g.id, g.visibleIndex(g.raft.CommitIndex()))
+	if err != nil {
+		g.logger.Debug("learner not caught up", "learner", d.NodeID, "err", err)
+	}
+	return err == nil
+}
+
+// visibleIndex returns the last index at or below index that a replica's state machine sees:
+// Raft keeps no-op and barrier entries from the state machine, so a replica whose last
+// entries are of those kinds (a new leader's first entry, for one) reports an applied index
+// below the commit index until the next command, which on an idle partition may never come.
+func (g *Group) visibleIndex(index uint64) uint64 {
+	for i := index; i > 0; i-- {
+		var l raft.Log
+		if err := g.logs.GetLog(i, &l); err != nil {
+			return i // compacted: a snapshot covers it, and a restore marks its index applied
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return 0
 }
 
 func wrapChange(group int, what, node string, err error) error {
@@ -175,3 +206,46 @@ func (g *Group) VoterCount() (voters int, self bool, err error) {
 	}
 	return voters, self, nil
 }
+
+// Retired reports whether this replica may be dropped without ever voting again under its
+// server ID: its own configuration no longer lists it, and that configuration is committed.
+// A removed follower often never learns its removal was committed (the leader stops
+// replicating to it); ask the leader with RemovedFromGroup then.
+func (g *Group) Retired() bool {
+	if g.raft.State() == raft.Shutdown {
+		return true
+	}
+	cfg, index, err := g.configuration()
+	if err != nil {
+		return false
+	}
+	for _, s := range cfg.Servers {
+		if s.ID == g.self {
+			return false
+		}
+	}
+	return g.raft.CommitIndex() >= index
+}
+
+// RemovedFromGroup answers, on the leader, whether the replica with server ID id is out of the
+// group for good: absent from a committed configuration. A replica dropped while the group
+// still counts it would come back empty under the same ID and could vote without the entries
+// it acknowledged, so only this answer, or Retired, lets a node drop a replica.
+func (g *Group) RemovedFromGroup(id string) (bool, error) {
+	if g.raft.State() != raft.Leader {
+		return false, g.notLeader()
+	}
+	cfg, index, err := g.configuration()
+	if err != nil {
+		return false, err
+	}
+	for _, s := range cfg.Servers {
+		if s.ID == raft.ServerID(id) {
+			return false, nil
+		}
+	}
+	return g.raft.CommitIndex() >= index, nil
+}
+
+// ServerID returns this replica's Raft server ID.
+func (g *Group) ServerID() string { return string(g.self) }
