@@ -1,6 +1,7 @@
 package raftgroup
 
 import (
+	"bytes"
 	"sync"
 	"unsafe"
 
@@ -10,6 +11,12 @@ import (
 // appendNotifier wraps the group's log store so writes acknowledged at W=1 can return as soon
 // as the leader has appended their entry, before it commits. Raft hands StoreLogs the very
 // Data slice passed to Apply, so the address of its first byte identifies the batch.
+//
+// It also hands the inner store copies of the entries, never raft's own: on the leader each
+// *raft.Log raft stores is a field of the Apply future, and an in-memory store that kept that
+// pointer would keep the whole future alive with it (its channel, and its response: the
+// batch's []store.Result) until the entry is compacted, several hundred bytes per entry. Data
+// whose buffer is much larger than the entry is copied to a buffer of its size.
 type appendNotifier struct {
 	raft.LogStore
 
@@ -40,7 +47,19 @@ func (a *appendNotifier) StoreLog(l *raft.Log) error {
 }
 
 func (a *appendNotifier) StoreLogs(logs []*raft.Log) error {
-	if err := a.LogStore.StoreLogs(logs); err != nil {
+	// One allocation for the copies: entries are stored and compacted in index order, so a
+	// block is freed soon after its last entry.
+	copies := make([]raft.Log, len(logs))
+	kept := make([]*raft.Log, len(logs))
+	for i, l := range logs {
+		copies[i] = *l
+		if spare := cap(l.Data) - len(l.Data); spare > len(l.Data)/8 {
+			// The proposer's buffer was sized before encoding; keep only what the entry uses.
+			copies[i].Data = bytes.Clone(l.Data)
+		}
+		kept[i] = &copies[i]
+	}
+	if err := a.LogStore.StoreLogs(kept); err != nil {
 		return err
 	}
 	a.mu.Lock()

@@ -9,16 +9,16 @@ import (
 // EntryOverhead is the bytes EntrySize charges for each entry on top of its
 // key and value: what the Go runtime spends per entry beyond the raw bytes.
 //
-// A map slot holds the key's string header (16 bytes) and the entry (value
-// slice header and version, 32 bytes). Swiss tables keep between 7/16 and
-// 7/8 of their slots full depending on how long ago they last grew, so a
-// 48-byte slot costs 55 to 110 bytes, plus a control byte; the key and
-// value allocations are rounded up to size classes on top. Measured with
-// TestEntryOverheadMatchesHeap (16-byte keys and values, 30K to 250K
-// entries in one default partition), the heap grew by 70 to 117 bytes per
-// entry beyond key and value; 96 sits in the middle of that range. The
-// test keeps the constant within a factor of two of the real cost.
-const EntryOverhead = 96
+// An entry is one record (a 14-byte header, then key and value, rounded up
+// to an allocation size class) and a 16-byte map slot (the key's hash and a
+// pointer to the record). Swiss tables keep between 7/16 and 7/8 of their
+// slots full depending on how long ago they last grew, so a slot costs 18 to
+// 37 bytes with its control byte. Measured with TestEntryOverheadMatchesHeap
+// (16-byte keys and values, 30K to 250K entries in one default partition),
+// the heap grew by 41 to 54 bytes per entry beyond key and value; 48 sits in
+// the middle of that range. The test keeps the constant within a factor of
+// two of the real cost.
+const EntryOverhead = 48
 
 // EntrySize returns the bytes a key of keyLen bytes holding a value of
 // valueLen bytes is accounted for. Negative lengths count as zero.

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -151,7 +152,12 @@ func AppendBatch(dst []byte, cmds []Command) []byte {
 // append cannot overwrite data): copy it to keep it past data's lifetime.
 // ApplyBatch copies values in, so decoding a log entry and applying it
 // costs one allocation per key and none per value.
-func DecodeBatch(data []byte) ([]Command, error) {
+func DecodeBatch(data []byte) ([]Command, error) { return decodeBatch(data, false) }
+
+// decodeBatch is DecodeBatch; with aliasKeys, each command's Key shares
+// data's bytes instead of being copied, for callers that neither retain the
+// keys nor let data change while they use them.
+func decodeBatch(data []byte, aliasKeys bool) ([]Command, error) {
 	// First pass: check the framing and count, so the result is allocated
 	// once, at its exact size, and a huge count is refused before any
 	// allocation.
@@ -192,7 +198,7 @@ func DecodeBatch(data []byte) ([]Command, error) {
 		}
 		msg, n := protowire.ConsumeBytes(b)
 		b = b[n:]
-		c, err := decodeCommand(msg)
+		c, err := decodeCommand(msg, aliasKeys)
 		if err != nil {
 			return nil, fmt.Errorf("command %d: %w", len(cmds), err)
 		}
@@ -201,8 +207,9 @@ func DecodeBatch(data []byte) ([]Command, error) {
 	return cmds, nil
 }
 
-// decodeCommand decodes and validates one storepb.Command.
-func decodeCommand(b []byte) (Command, error) {
+// decodeCommand decodes and validates one storepb.Command. With aliasKeys
+// the key shares b's bytes.
+func decodeCommand(b []byte, aliasKeys bool) (Command, error) {
 	var (
 		op         uint64
 		key, value []byte
@@ -251,7 +258,11 @@ func decodeCommand(b []byte) (Command, error) {
 		return c, corruptf("value of %d bytes exceeds %d", len(value), MaxValueSize)
 	}
 	c.Op = Op(op)
-	c.Key = string(key)
+	if aliasKeys {
+		c.Key = unsafe.String(unsafe.SliceData(key), len(key))
+	} else {
+		c.Key = string(key)
+	}
 	if value != nil {
 		c.Value = value[:len(value):len(value)]
 	}

@@ -29,9 +29,10 @@
 //
 // # Caveats
 //
-// Stored values are immutable: a write replaces the stored slice, it never
-// modifies it in place. That is what lets Snapshot copy slice headers instead
-// of bytes and lets Get copy outside the shard lock.
+// Stored entries are immutable: each key's version, key and value live in one
+// allocation that a write replaces and never modifies in place. That is what
+// lets Snapshot keep one pointer per key instead of copies and lets Get copy
+// outside the shard lock.
 //
 // The memory limit is enforced at admission (Accountant.Admit), not at apply:
 // a committed command must apply on every replica identically, so ApplyBatch

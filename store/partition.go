@@ -8,24 +8,89 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// entry is what a partition stores per key. Both fields are written once:
-// a write stores a new entry with a freshly copied value and never touches
-// the bytes of the old one. Snapshot and Get rely on that.
-type entry struct {
-	value   []byte
-	version uint64
-}
+// hashMask narrows every key hash. It is all ones; tests narrow it to make
+// distinct keys share a hash.
+var hashMask = ^uint64(0)
+
+// keyHash is the hash a partition files key under: it picks the shard and
+// is the key of the shard's map.
+func keyHash(key string) uint64 { return xxhash.Sum64String(key) & hashMask }
 
 // shard is one map of a partition with the lock that guards it.
+//
+// Keys are filed by their 64-bit hash rather than by their string, so that a
+// map slot is 16 bytes (hash and record pointer) and the key is not kept
+// twice: the record holds it, and a lookup compares it. The rare key whose
+// hash another key of the shard already holds goes to spill, an ordinary map
+// by key. A crafted flood of colliding keys therefore degrades to a plain Go
+// map, never to a list.
 type shard struct {
-	// mu protects m. The apply loop takes it exclusively only to modify m;
-	// it reads m without it, since it is the only writer. Every other
-	// goroutine reads m under mu.RLock.
-	mu sync.RWMutex
-	m  map[string]entry
+	// mu protects byHash and spill. The apply loop takes it exclusively only
+	// to modify them; it reads them without it, since it is the only writer.
+	// Every other goroutine reads them under mu.RLock.
+	mu     sync.RWMutex
+	byHash map[uint64]record // hash -> the record of the first key stored with it
+	spill  map[string]record // keys whose hash byHash holds for another key; nil when none
 	// Pad the struct to a cache line so that locking one shard does not
 	// invalidate its neighbours' locks on other cores.
-	_ [64 - 24 - 8]byte
+	_ [64 - 24 - 16]byte
+}
+
+// get returns key's record, or none. h is keyHash(key).
+func (s *shard) get(h uint64, key string) record {
+	if r := s.byHash[h]; r.exists() && r.hasKey(key) {
+		return r
+	}
+	if s.spill != nil {
+		return s.spill[key]
+	}
+	return record{}
+}
+
+// put stores r, whose key hashes to h, replacing old, what get returned for
+// that key. The caller holds mu exclusively.
+func (s *shard) put(h uint64, r, old record) {
+	switch {
+	case old.exists() && s.byHash[h] == old:
+		s.byHash[h] = r
+	case old.exists():
+		// Assigning to an existing string key also replaces the stored key,
+		// so the old record, which the old key string points into, is freed.
+		s.spill[r.key()] = r
+	default:
+		if _, taken := s.byHash[h]; !taken {
+			s.byHash[h] = r
+			return
+		}
+		if s.spill == nil {
+			s.spill = make(map[string]record)
+		}
+		s.spill[r.key()] = r
+	}
+}
+
+// remove deletes old, the record get returned for a key hashing to h. The
+// caller holds mu exclusively.
+func (s *shard) remove(h uint64, old record) {
+	if s.byHash[h] == old {
+		delete(s.byHash, h)
+		return
+	}
+	delete(s.spill, old.key())
+	if len(s.spill) == 0 {
+		s.spill = nil
+	}
+}
+
+// appendRecords appends every record of the shard to dst.
+func (s *shard) appendRecords(dst []record) []record {
+	for _, r := range s.byHash {
+		dst = append(dst, r)
+	}
+	for _, r := range s.spill {
+		dst = append(dst, r)
+	}
+	return dst
 }
 
 // table is the complete key space of a partition. Restore and Close
@@ -33,24 +98,19 @@ type shard struct {
 // atomically and keeps the old state on failure.
 type table struct {
 	shards []shard
-	mask   uint64 // len(shards)-1; 0 for a single shard, which skips hashing
+	mask   uint64 // len(shards)-1
 }
 
 func newTable(shardCount, sizeHint int) *table {
 	t := &table{shards: make([]shard, shardCount), mask: uint64(shardCount - 1)}
 	perShard := sizeHint / shardCount
 	for i := range t.shards {
-		t.shards[i].m = make(map[string]entry, perShard)
+		t.shards[i].byHash = make(map[uint64]record, perShard)
 	}
 	return t
 }
 
-func (t *table) shardFor(key string) *shard {
-	if t.mask == 0 {
-		return &t.shards[0]
-	}
-	return &t.shards[xxhash.Sum64String(key)&t.mask]
-}
+func (t *table) shardFor(h uint64) *shard { return &t.shards[h&t.mask] }
 
 // Result is the outcome of one command of a batch.
 type Result struct {
@@ -136,39 +196,41 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 			r.Err = err
 			continue
 		}
-		s := t.shardFor(c.Key)
-		old, had := s.m[c.Key] // unlocked: this goroutine is the only writer
+		h := keyHash(c.Key)
+		s := t.shardFor(h)
+		old := s.get(h, c.Key) // unlocked: this goroutine is the only writer
 		switch c.Op {
 		case OpDelete:
-			if !had {
+			if !old.exists() {
 				r.Err = ErrKeyNotFound
 				continue
 			}
 			s.mu.Lock()
-			delete(s.m, c.Key)
+			s.remove(h, old)
 			s.mu.Unlock()
-			r.Version = old.version
-			dBytes -= EntrySize(len(c.Key), len(old.value))
+			r.Version = old.version()
+			dBytes -= old.size()
 			dCount--
 			continue
 		case OpCAS:
-			if current := old.version; current != c.Version { // old.version is 0 when absent
+			if current := old.version(); current != c.Version { // 0 when absent
 				r.Err, r.Version = ErrVersionMismatch, current
-				if had {
-					r.Value = copyValue(old.value)
+				if old.exists() {
+					r.Value = copyValue(old.value())
 				}
 				continue
 			}
 		}
 		// OpSet, or OpCAS whose expectation held.
-		e := entry{value: storedValue(c.Value), version: Version(index, i)}
+		version := Version(index, i)
+		rec := newRecord(c.Key, c.Value, version)
 		s.mu.Lock()
-		s.m[c.Key] = e
+		s.put(h, rec, old)
 		s.mu.Unlock()
-		r.Version = e.version
+		r.Version = version
 		dBytes += EntrySize(len(c.Key), len(c.Value))
-		if had {
-			dBytes -= EntrySize(len(c.Key), len(old.value))
+		if old.exists() {
+			dBytes -= old.size()
 		} else {
 			dCount++
 		}
@@ -199,9 +261,12 @@ func (p *Partition) publish(dBytes, dCount int64) {
 // committed at index. If data does not decode, the state is unchanged,
 // the error (wrapping ErrCorrupt) is returned, and index is still marked
 // applied: the entry is committed, so skipping it identically on every
-// replica is the only consistent choice.
+// replica is the only consistent choice. data must not change during the
+// call; it is not retained.
 func (p *Partition) ApplyEntry(index uint64, data []byte) ([]Result, error) {
-	cmds, err := DecodeBatch(data)
+	// Keys may alias data: ApplyBatch copies each key into its record and
+	// keeps none of the commands.
+	cmds, err := decodeBatch(data, true)
 	if err != nil {
 		p.MarkApplied(index)
 		return nil, err
@@ -221,16 +286,17 @@ func (p *Partition) AppliedIndex() uint64 { return p.applied.Load() }
 // version. ok is false if the key is absent. An empty value is returned
 // as a non-nil empty slice.
 func (p *Partition) Get(key string) (value []byte, version uint64, ok bool) {
-	s := p.table.Load().shardFor(key)
+	h := keyHash(key)
+	s := p.table.Load().shardFor(h)
 	s.mu.RLock()
-	e, ok := s.m[key]
+	r := s.get(h, key)
 	s.mu.RUnlock()
-	if !ok {
+	if !r.exists() {
 		return nil, 0, false
 	}
-	// Copy outside the lock: stored values are never modified, only
-	// replaced, so e.value stays valid and unchanged.
-	return copyValue(e.value), e.version, true
+	// Copy outside the lock: records are never modified, only replaced,
+	// so r stays valid and unchanged.
+	return copyValue(r.value()), r.version(), true
 }
 
 // Len returns the number of keys. It is updated once per applied batch.
@@ -247,19 +313,14 @@ func (p *Partition) Bytes() int64 { return p.bytes.Load() }
 // Range is meant for tests comparing replicas, not for hot paths.
 func (p *Partition) Range(fn func(key string, value []byte, version uint64) bool) {
 	t := p.table.Load()
-	var keys []string
-	var entries []entry
+	var recs []record
 	for i := range t.shards {
 		s := &t.shards[i]
-		keys, entries = keys[:0], entries[:0]
 		s.mu.RLock()
-		for k, e := range s.m {
-			keys = append(keys, k)
-			entries = append(entries, e)
-		}
+		recs = s.appendRecords(recs[:0])
 		s.mu.RUnlock()
-		for j, k := range keys {
-			if !fn(k, entries[j].value, entries[j].version) {
+		for _, r := range recs {
+			if !fn(r.key(), r.value(), r.version()) {
 				return
 			}
 		}
@@ -288,13 +349,4 @@ func copyValue(v []byte) []byte {
 	c := make([]byte, len(v))
 	copy(c, v)
 	return c
-}
-
-// storedValue returns the copy of v a partition keeps; empty values are
-// stored as nil, which costs no allocation.
-func storedValue(v []byte) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	return copyValue(v)
 }

@@ -39,38 +39,29 @@ const (
 // enough that small entries cost no system call each.
 const snapshotBufBytes = 64 << 10
 
-// snapshotEntry is one key of a Snapshot.
-type snapshotEntry struct {
-	key string
-	entry
-}
-
 // Snapshot is a point-in-time view of a partition, made by
-// Partition.Snapshot. It shares value bytes with the partition, which is
-// safe because stored values are never modified. WriteTo and Release must
-// not be called concurrently with each other.
+// Partition.Snapshot. It shares the partition's records, which is safe
+// because records are never modified. WriteTo and Release must not be
+// called concurrently with each other.
 type Snapshot struct {
 	index    uint64
-	entries  []snapshotEntry
+	entries  []record
 	released bool
 }
 
 // Snapshot returns a view of the partition as of AppliedIndex. It must be
 // called on the apply goroutine, between applies; later applies do not
-// change it. It copies each key's string header, value slice header and
-// version, never value bytes, so its cost is proportional to the number
-// of keys (tens of bytes each), not to their size.
+// change it. It keeps one pointer per key (8 bytes) to the key's immutable
+// record, never a copy of keys or values.
 func (p *Partition) Snapshot() *Snapshot {
 	t := p.table.Load()
 	s := &Snapshot{
 		index:   p.applied.Load(),
-		entries: make([]snapshotEntry, 0, p.count.Load()),
+		entries: make([]record, 0, p.count.Load()),
 	}
 	for i := range t.shards {
 		// No lock: this goroutine is the only writer of the maps.
-		for k, e := range t.shards[i].m {
-			s.entries = append(s.entries, snapshotEntry{key: k, entry: e})
-		}
+		s.entries = t.shards[i].appendRecords(s.entries)
 	}
 	return s
 }
@@ -120,27 +111,27 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	// The entries. Each is written as prefix, value, version so that the
 	// value goes straight from the partition's memory to bw; the fields
 	// stay in field-number order, as proto.Marshal writes them.
-	for i := range s.entries {
-		e := &s.entries[i]
-		size := 1 + protowire.SizeBytes(len(e.key)) + 1 + protowire.SizeVarint(e.version)
-		if len(e.value) > 0 {
-			size += 1 + protowire.SizeBytes(len(e.value))
+	for _, r := range s.entries {
+		key, value, version := r.key(), r.value(), r.version()
+		size := 1 + protowire.SizeBytes(len(key)) + 1 + protowire.SizeVarint(version)
+		if len(value) > 0 {
+			size += 1 + protowire.SizeBytes(len(value))
 		}
 		scratch = protowire.AppendVarint(scratch[:0], uint64(size))
 		scratch = append(scratch, tagEntryKey)
-		scratch = protowire.AppendString(scratch, e.key)
-		if len(e.value) > 0 {
+		scratch = protowire.AppendString(scratch, key)
+		if len(value) > 0 {
 			scratch = append(scratch, tagEntryValue)
-			scratch = protowire.AppendVarint(scratch, uint64(len(e.value)))
+			scratch = protowire.AppendVarint(scratch, uint64(len(value)))
 		}
 		if _, err := bw.Write(scratch); err != nil {
 			return cw.n, err
 		}
-		if _, err := bw.Write(e.value); err != nil {
+		if _, err := bw.Write(value); err != nil {
 			return cw.n, err
 		}
 		scratch = append(scratch[:0], tagEntryVersion)
-		scratch = protowire.AppendVarint(scratch, e.version)
+		scratch = protowire.AppendVarint(scratch, version)
 		if _, err := bw.Write(scratch); err != nil {
 			return cw.n, err
 		}
@@ -149,8 +140,8 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
-// Release drops the snapshot's references to the partition's values, so
-// that values replaced since the snapshot can be collected. The snapshot
+// Release drops the snapshot's references to the partition's records, so
+// that records replaced since the snapshot can be collected. The snapshot
 // cannot be written afterwards.
 func (s *Snapshot) Release() {
 	s.entries = nil
@@ -211,16 +202,18 @@ func (p *Partition) Restore(r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
-		key, e, err := decodeSnapshotEntry(buf, hdr.index)
+		rec, err := decodeSnapshotEntry(buf, hdr.index)
 		if err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
-		s := t.shardFor(key)
-		if _, dup := s.m[key]; dup {
+		key := rec.key()
+		h := keyHash(key)
+		s := t.shardFor(h)
+		if s.get(h, key).exists() {
 			return fmt.Errorf("entry %d: %w", i, corruptf("duplicate key %q", key))
 		}
-		s.m[key] = e
-		bytes += EntrySize(len(key), len(e.value))
+		s.put(h, rec, record{})
+		bytes += rec.size()
 	}
 	switch _, err := br.ReadByte(); {
 	case err == nil:
@@ -334,17 +327,17 @@ func decodeHeader(b []byte) (snapshotHeader, error) {
 }
 
 // decodeSnapshotEntry decodes and validates one storepb.SnapshotEntry of a
-// snapshot taken at index. The value is copied out of b, which the caller
-// reuses.
-func decodeSnapshotEntry(b []byte, index uint64) (string, entry, error) {
+// snapshot taken at index into a record. The record copies the key and
+// value out of b, which the caller reuses.
+func decodeSnapshotEntry(b []byte, index uint64) (record, error) {
 	var (
 		key, value []byte
-		e          entry
+		version    uint64
 	)
 	for len(b) > 0 {
 		num, typ, n, err := consumeTag(b)
 		if err != nil {
-			return "", e, corruptf("%v", err)
+			return record{}, corruptf("%v", err)
 		}
 		b = b[n:]
 		want := protowire.Type(-1)
@@ -357,28 +350,27 @@ func decodeSnapshotEntry(b []byte, index uint64) (string, entry, error) {
 			value, n = protowire.ConsumeBytes(b)
 		case 3:
 			want = protowire.VarintType
-			e.version, n = protowire.ConsumeVarint(b)
+			version, n = protowire.ConsumeVarint(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if want >= 0 && typ != want {
-			return "", e, corruptf("field %d has wire type %d, want %d", num, typ, want)
+			return record{}, corruptf("field %d has wire type %d, want %d", num, typ, want)
 		}
 		if n < 0 {
-			return "", e, corruptf("field %d: %v", num, protowire.ParseError(n))
+			return record{}, corruptf("field %d: %v", num, protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
 	switch {
 	case len(key) == 0 || len(key) > MaxKeySize:
-		return "", e, corruptf("key of %d bytes, want 1..%d", len(key), MaxKeySize)
+		return record{}, corruptf("key of %d bytes, want 1..%d", len(key), MaxKeySize)
 	case len(value) > MaxValueSize:
-		return "", e, corruptf("value of %d bytes exceeds %d", len(value), MaxValueSize)
-	case e.version&0xFFFF == 0 || e.version>>16 > index:
+		return record{}, corruptf("value of %d bytes exceeds %d", len(value), MaxValueSize)
+	case version&0xFFFF == 0 || version>>16 > index:
 		// Every version is Version(i, pos) with pos < MaxBatch and
 		// i <= the snapshot's index.
-		return "", e, corruptf("version %#x impossible at index %d", e.version, index)
+		return record{}, corruptf("version %#x impossible at index %d", version, index)
 	}
-	e.value = storedValue(value)
-	return string(key), e, nil
+	return newRecord(key, value, version), nil
 }

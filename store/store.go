@@ -48,8 +48,8 @@ const (
 	// ShardCount maps, each behind its own RWMutex, so that readers on many
 	// cores and the apply loop rarely meet on one lock.
 	BackendMemorySharded Backend = iota
-	// BackendMemory keeps one map behind one RWMutex: no hashing on the
-	// read path, at the price of readers contending with the apply loop.
+	// BackendMemory keeps one map behind one RWMutex: no shard array, at
+	// the price of readers contending with the apply loop.
 	BackendMemory
 )
 
