@@ -75,7 +75,7 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	if kv.closed.Load() {
 		return Entry{}, ErrClosed
 	}
-	stale := !kv.cfg.readLinearizable()
+	stale, fellBack := !kv.cfg.readLinearizable(), false
 	for _, o := range opts {
 		switch o.consistency {
 		case Linearizable:
@@ -98,21 +98,37 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 		// Answers from other replicas could go back in time from one call to the next
 		// (replicas lag each other), so the read goes to the leader's read index: never
 		// older than anything this node returned before.
-		stale = false
+		stale, fellBack = false, true
 	}
 	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
-		if !stale {
-			if err := g.ReadIndex(ctx); err != nil {
-				return store.Result{}, err
-			}
-		}
-		e, err := localGet(g, key)
-		return store.Result{Value: e.Value, Version: e.Version}, err
+		return readReplica(ctx, g, key, stale)
 	}, &opRequest{Partition: p, Op: opGet, Key: key, Stale: stale})
+	if err != nil && !errors.Is(err, store.ErrKeyNotFound) {
+		return Entry{}, err
+	}
+	if fellBack {
+		// This node has now answered from the leader's state: its own replica must not
+		// answer stale reads again until it has applied as much, or a reader could go back.
+		if g := kv.groups.Group(p); g != nil {
+			g.RaiseStaleFloor(resp.Applied)
+		}
+	}
 	if err != nil {
 		return Entry{}, err
 	}
 	return Entry{Key: key, Value: resp.Value, Version: resp.Version}, nil
+}
+
+// readReplica reads key from g, through its read index unless stale, and reports the
+// replica's applied index after the read.
+func readReplica(ctx context.Context, g *raftgroup.Group, key string, stale bool) (store.Result, error) {
+	if !stale {
+		if err := g.ReadIndex(ctx); err != nil {
+			return store.Result{}, err
+		}
+	}
+	e, err := localGet(g, key)
+	return store.Result{Value: e.Value, Version: e.Version, Applied: g.Partition().AppliedIndex()}, err
 }
 
 func localGet(g *raftgroup.Group, key string) (Entry, error) {
@@ -312,7 +328,7 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (sto
 	if err := unmarshal(out, &resp); err != nil {
 		return store.Result{}, err
 	}
-	res := store.Result{Value: resp.Value, Version: resp.Version}
+	res := store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied}
 	return res, decodeError(req.Partition, &resp)
 }
 
@@ -328,7 +344,7 @@ func (kv *GridKV) serveOp(ctx context.Context, from string, b []byte) ([]byte, e
 		defer cancel()
 	}
 	res, err := kv.runOp(ctx, &req)
-	resp := opResponse{Value: res.Value, Version: res.Version}
+	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
 	encodeError(err, &resp)
 	return marshal(&resp)
 }
@@ -355,13 +371,7 @@ func (kv *GridKV) runOp(ctx context.Context, req *opRequest) (store.Result, erro
 		return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition, LeaderID: id, LeaderAddr: addr}
 	}
 	if req.Op == opGet {
-		if !req.Stale {
-			if err := g.ReadIndex(ctx); err != nil {
-				return store.Result{}, err
-			}
-		}
-		e, err := localGet(g, req.Key)
-		return store.Result{Value: e.Value, Version: e.Version}, err
+		return readReplica(ctx, g, req.Key, req.Stale)
 	}
 	cmd := store.Command{Key: req.Key, Value: req.Value, Version: req.Version}
 	switch req.Op {

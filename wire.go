@@ -62,6 +62,7 @@ type opResponse struct {
 	LeaderAddr string `msgpack:"la,omitempty"`
 	Value      []byte `msgpack:"v,omitempty"`
 	Version    uint64 `msgpack:"ver,omitempty"`
+	Applied    uint64 `msgpack:"ai,omitempty"` // reads: the serving replica's applied index
 }
 
 type waitAppliedRequest struct {

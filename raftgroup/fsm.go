@@ -37,10 +37,13 @@ type fsm struct {
 	// apply path checks it without the lock.
 	failed atomic.Bool
 
-	// highWater is the highest index this replica has applied. A follower can be sent a
-	// snapshot older than what it applied (hashicorp/raft's follower does not compare the
-	// two); its state then goes back until the log replays it forward. Reads must not see
-	// that, so stale reads wait until the applied index is back at highWater.
+	// highWater is the highest index this replica has applied, or the floor its node's
+	// stale reads have already seen from another replica (RaiseStaleFloor), if higher. A
+	// follower can be sent a snapshot older than what it applied (hashicorp/raft's follower
+	// does not compare the two); its state then goes back until the log replays it forward.
+	// Meanwhile its node answers stale reads from the leader, which is ahead of it. Reads
+	// must see neither step back, so stale reads wait until the applied index is back at
+	// highWater.
 	highWater atomic.Uint64
 
 	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged
@@ -162,12 +165,15 @@ func (f *fsm) startStop() {
 	}
 }
 
-// rewound reports whether a snapshot restore took the state behind what it already applied.
+// rewound reports whether the state is behind highWater: set back by a snapshot restore, or
+// behind what its node already answered from another replica.
 func (f *fsm) rewound() bool { return f.part.AppliedIndex() < f.highWater.Load() }
 
 // raiseHighWater records the applied index after an apply.
-func (f *fsm) raiseHighWater() {
-	applied := f.part.AppliedIndex()
+func (f *fsm) raiseHighWater() { f.raiseFloor(f.part.AppliedIndex()) }
+
+// raiseFloor raises highWater to at least applied.
+func (f *fsm) raiseFloor(applied uint64) {
 	for {
 		hw := f.highWater.Load()
 		if applied <= hw || f.highWater.CompareAndSwap(hw, applied) {

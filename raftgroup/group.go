@@ -124,9 +124,15 @@ func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown }
 
 // StaleReadable reports whether the local state may answer a stale read: false while a
-// snapshot restore has taken it behind what it applied before (see fsm.highWater), so that
-// stale reads through one node never go back in time.
+// snapshot restore has taken it behind what it applied before, or while it is behind a floor
+// set by RaiseStaleFloor (see fsm.highWater), so that stale reads through one node never go
+// back in time.
 func (g *Group) StaleReadable() bool { return !g.fsm.rewound() }
+
+// RaiseStaleFloor keeps StaleReadable false until this replica has applied index: once its
+// node has answered a read from another replica's state at index, a local answer from older
+// state would go back in time.
+func (g *Group) RaiseStaleFloor(index uint64) { g.fsm.raiseFloor(index) }
 
 // Failed reports whether the replica's state machine failed (a panic during apply or
 // restore): it stopped so as not to diverge, and must not come back under this identity.

@@ -515,3 +515,36 @@ func TestLearnerPromotedAfterLeaderChangeOnIdleGroup(t *testing.T) {
 		return len(voters) == 4
 	})
 }
+
+// A replica whose node has answered a read from a newer replica stays off stale reads until
+// it has applied as much.
+func TestStaleFloor(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	follower := nodes[1].m.Group(0)
+	ctx := context.Background()
+	res, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: "k", Value: []byte("v")}, WriteLevel{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := res.Version >> 16
+	waitFor(t, 5*time.Second, "the follower to apply the write", func() bool {
+		return follower.Partition().AppliedIndex() >= index
+	})
+	if !follower.StaleReadable() {
+		t.Fatal("a caught-up follower is not stale-readable")
+	}
+	follower.RaiseStaleFloor(index + 2)
+	if follower.StaleReadable() {
+		t.Fatal("stale-readable below its floor")
+	}
+	for i := range 3 {
+		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("k%d", i), Value: []byte("v")}, WriteLevel{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the follower to reach its floor", follower.StaleReadable)
+	if follower.Partition().AppliedIndex() < index+2 {
+		t.Fatalf("stale-readable at applied index %d, below the floor %d", follower.Partition().AppliedIndex(), index+2)
+	}
+}

@@ -122,6 +122,9 @@ type Result struct {
 	// exists: a copy of its current value, so the caller can retry without
 	// another read.
 	Value []byte
+	// Applied is, for a read, the applied index of the replica that served it, taken after
+	// the read: its state was at least that new. The state machine does not set it.
+	Applied uint64
 	// Err is nil, ErrVersionMismatch (CAS), ErrKeyNotFound (Delete of an
 	// absent key), an error wrapping ErrInvalidCommand (a command that
 	// DecodeBatch would have rejected), or ErrPartitionClosed.
