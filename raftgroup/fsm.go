@@ -46,12 +46,13 @@ type fsm struct {
 	// highWater.
 	highWater atomic.Uint64
 
-	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged
-	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
-	logger   *slog.Logger  // nil until setFailStop
-	stop     func()        // shuts the replica's Raft instance down; nil until setFailStop
-	stopping bool          // stop has been started
-	unlogged []any         // a failure's log attributes, kept when it came before the logger
+	mu            sync.Mutex               // guards applied, logger, stop, stopping, unlogged, acceptRestore
+	applied       chan struct{}            // closed (and replaced) after every apply: wakes waiters
+	logger        *slog.Logger             // nil until setFailStop
+	stop          func()                   // shuts the replica's Raft instance down; nil until setFailStop
+	stopping      bool                     // stop has been started
+	unlogged      []any                    // a failure's log attributes, kept when it came before the logger
+	acceptRestore func(index uint64) error // nil: every snapshot
 }
 
 func newFSM(part *store.Partition) *fsm {
@@ -64,6 +65,13 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 // after a failure. The owner calls it once, after creating the Raft instance; stop runs on
 // its own goroutine (it must not block the apply loop it stops). If the fsm failed before,
 // stop starts at once.
+// setAcceptRestore sets the check a snapshot's index must pass before it is restored.
+func (f *fsm) setAcceptRestore(accept func(index uint64) error) {
+	f.mu.Lock()
+	f.acceptRestore = accept
+	f.mu.Unlock()
+}
+
 func (f *fsm) setFailStop(logger *slog.Logger, stop func()) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -235,7 +243,27 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 		}
 		f.wake()
 	}()
-	return f.part.Restore(rc)
+	f.mu.Lock()
+	accept := f.acceptRestore
+	f.mu.Unlock()
+	return f.part.RestoreIf(rc, accept)
+}
+
+// replayable refuses a snapshot that would leave a gap: hashicorp/raft installs a snapshot
+// older than what a follower applied (it does not compare the two), sets the follower's
+// applied index back to the snapshot's, and replays the log from there. If the follower's own
+// compaction already removed the entry after the snapshot, raft panics on the gap ("log not
+// found" in processLogs), taking the host process down. A refused install fails that RPC; the
+// leader retries, and its next snapshot, newer than what this replica applied, is accepted.
+func replayable(logs raft.LogStore, applied, index uint64) error {
+	if index >= applied {
+		return nil
+	}
+	var l raft.Log
+	if err := logs.GetLog(index+1, &l); err != nil {
+		return fmt.Errorf("raftgroup: refusing a snapshot at index %d: this replica applied %d and its log no longer holds entry %d to replay from", index, applied, index+1)
+	}
+	return nil
 }
 
 type fsmSnapshot struct{ snap *store.Snapshot }

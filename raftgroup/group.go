@@ -96,6 +96,9 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	}
 	g.raft = r
 	g.fsm.setFailStop(g.logger, func() { _ = r.Shutdown().Error() })
+	g.fsm.setAcceptRestore(func(index uint64) error {
+		return replayable(g.logs, g.part.AppliedIndex(), index)
+	})
 	if bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: g.self, Address: local}}}
 		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {

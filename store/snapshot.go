@@ -178,7 +178,11 @@ type snapshotHeader struct {
 // are untouched. Malformed input yields an error wrapping ErrCorrupt;
 // errors from r are returned wrapped. Memory use peaks at the old state
 // plus the new one.
-func (p *Partition) Restore(r io.Reader) error {
+func (p *Partition) Restore(r io.Reader) error { return p.RestoreIf(r, nil) }
+
+// RestoreIf is Restore with a check: once the snapshot's header is read, accept (if not nil)
+// is called with its index, and an error from it aborts the restore with the state unchanged.
+func (p *Partition) RestoreIf(r io.Reader, accept func(index uint64) error) error {
 	if p.closed.Load() {
 		return ErrPartitionClosed
 	}
@@ -191,6 +195,11 @@ func (p *Partition) Restore(r io.Reader) error {
 	hdr, err := decodeHeader(rec)
 	if err != nil {
 		return err
+	}
+	if accept != nil {
+		if err := accept(hdr.index); err != nil {
+			return err
+		}
 	}
 
 	// entry_count is untrusted: use it to presize the maps only up to a
