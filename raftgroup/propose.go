@@ -112,11 +112,11 @@ func (g *Group) batchLoop() {
 				break gather
 			}
 		}
-		g.submit(batch, size)
+		g.submit(batch)
 	}
 }
 
-func (g *Group) submit(batch []*proposal, size int) {
+func (g *Group) submit(batch []*proposal) {
 	cmds := make([]store.Command, len(batch))
 	watch := false
 	for i, p := range batch {
@@ -125,7 +125,7 @@ func (g *Group) submit(batch []*proposal, size int) {
 			watch = true
 		}
 	}
-	data := store.AppendBatch(make([]byte, 0, size+16*len(batch)+16), cmds)
+	data := store.AppendBatch(nil, cmds) // sized exactly: the log keeps this buffer
 	if watch {
 		g.logs.watch(data, func(index uint64) {
 			for i, p := range batch {
