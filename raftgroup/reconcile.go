@@ -215,16 +215,8 @@ func (g *Group) Retired() bool {
 	if g.raft.State() == raft.Shutdown {
 		return true
 	}
-	cfg, index, err := g.configuration()
-	if err != nil {
-		return false
-	}
-	for _, s := range cfg.Servers {
-		if s.ID == g.self {
-			return false
-		}
-	}
-	return g.raft.CommitIndex() >= index
+	out, err := g.committedWithout(g.self)
+	return err == nil && out
 }
 
 // RemovedFromGroup answers, on the leader, whether the replica with server ID id is out of the
@@ -235,12 +227,18 @@ func (g *Group) RemovedFromGroup(id string) (bool, error) {
 	if g.raft.State() != raft.Leader {
 		return false, g.notLeader()
 	}
+	return g.committedWithout(raft.ServerID(id))
+}
+
+// committedWithout reports whether this replica's latest configuration leaves id out and is
+// committed.
+func (g *Group) committedWithout(id raft.ServerID) (bool, error) {
 	cfg, index, err := g.configuration()
 	if err != nil {
 		return false, err
 	}
 	for _, s := range cfg.Servers {
-		if s.ID == raft.ServerID(id) {
+		if s.ID == id {
 			return false, nil
 		}
 	}
