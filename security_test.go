@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/internal/freeport"
 	"github.com/feellmoose/gridkv/transport"
 )
 
@@ -59,21 +60,11 @@ func (l *secLog) contains(sub string) bool {
 // secFreeAddr returns a loopback address whose port is free for TCP and UDP right now.
 func secFreeAddr(t *testing.T) string {
 	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		_ = ln.Close()
-		if err == nil {
-			_ = pc.Close()
-			return addr
-		}
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port for TCP and UDP")
-	return ""
+	return addr
 }
 
 // secNodeOptions are the options of a small, quick test node.
