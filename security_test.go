@@ -14,48 +14,17 @@ import (
 	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/freeport"
+	"github.com/feellmoose/gridkv/internal/testlog"
 	"github.com/feellmoose/gridkv/transport"
 )
 
-// secLog is a slog.Handler that keeps every message with its attributes, so a test can check
-// that a refusal was logged.
-type secLog struct {
-	mu   sync.Mutex // protects msgs
-	msgs []string
-}
-
-func (l *secLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *secLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *secLog) WithGroup(string) slog.Handler            { return l }
-func (l *secLog) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.String())
-		return true
-	})
-	l.mu.Lock()
-	l.msgs = append(l.msgs, b.String())
-	l.mu.Unlock()
-	return nil
-}
-
-func (l *secLog) contains(sub string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.msgs {
-		if strings.Contains(m, sub) {
-			return true
-		}
-	}
-	return false
-}
+// secLog keeps what a node logged, so a test can check that a refusal was logged.
+type secLog = testlog.Recorder
 
 // secFreeAddr returns a loopback address whose port is free for TCP and UDP right now.
 func secFreeAddr(t *testing.T) string {
@@ -154,7 +123,7 @@ func TestSecurityClusterKey(t *testing.T) {
 		_ = kv.Close()
 		t.Fatal("a node with the wrong ClusterKey joined")
 	}
-	if !logs[0].contains("failed authentication") {
+	if !logs[0].Contains("failed authentication") {
 		t.Fatal("the seed did not log the refused connection")
 	}
 
@@ -189,7 +158,7 @@ func TestSecurityWarnsWithoutKey(t *testing.T) {
 		t.Skipf("cannot bind the wildcard address here: %v", err)
 	}
 	_ = kv.Close()
-	if !log.contains("without a ClusterKey") {
+	if !log.Contains("without a ClusterKey") {
 		t.Fatal("no warning for a node exposed without a ClusterKey")
 	}
 }
@@ -281,7 +250,7 @@ func TestSecurityTLS(t *testing.T) {
 		_ = kv.Close()
 		t.Fatal("a node with a certificate from another CA joined")
 	}
-	if !logs[0].contains("failed authentication") {
+	if !logs[0].Contains("failed authentication") {
 		t.Fatal("the seed did not log the refused TLS connection")
 	}
 	secReadWrite(t, nodes)

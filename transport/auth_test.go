@@ -65,7 +65,7 @@ func TestClusterKeyAuth(t *testing.T) {
 			eventually(t, 5*time.Second, "B to count the refusal", func() bool { return b.AuthFailures() > before })
 		})
 	}
-	if !recB.contains("failed authentication") {
+	if !recB.Contains("failed authentication") {
 		t.Fatal("B did not log the refusal")
 	}
 }

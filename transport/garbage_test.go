@@ -96,7 +96,7 @@ func TestGarbageConnections(t *testing.T) {
 		defer conn.Close()
 		_, _ = conn.Write([]byte{0xEE, 1, 2, 3})
 		expectClosed(t, conn, time.Second)
-		eventually(t, time.Second, "a log line", func() bool { return rec.contains("unknown connection type") })
+		eventually(t, time.Second, "a log line", func() bool { return rec.Contains("unknown connection type") })
 		stillServes(t, b)
 	})
 
@@ -135,7 +135,7 @@ func TestGarbageConnections(t *testing.T) {
 		binary.BigEndian.PutUint32(frame[1:], 0xFFFFFFF0)
 		_, _ = st.Write(frame[:])
 		expectClosed(t, conn, 3*time.Second)
-		eventually(t, time.Second, "a log line", func() bool { return rec.contains("malformed request") })
+		eventually(t, time.Second, "a log line", func() bool { return rec.Contains("malformed request") })
 		stillServes(t, b)
 	})
 
@@ -191,7 +191,7 @@ func TestMaxInbound(t *testing.T) {
 	defer extra.Close()
 	expectClosed(t, extra, time.Second)
 	// The log line is written just after the close the client observed.
-	eventually(t, time.Second, "the refusal to be logged", func() bool { return rec.contains("MaxInbound") })
+	eventually(t, time.Second, "the refusal to be logged", func() bool { return rec.Contains("MaxInbound") })
 	for _, c := range held {
 		_ = c.Close()
 	}

@@ -3,12 +3,10 @@ package transport
 import (
 	"context"
 	"log/slog"
-	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/testlog"
 	"go.uber.org/goleak"
 )
 
@@ -16,43 +14,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// logRecorder is a slog.Handler that keeps every message, so tests can check
-// that bad input was logged. With GRIDKV_TEST_LOG=1 it also prints them.
-type logRecorder struct {
-	mu   sync.Mutex // protects msgs
-	msgs []string
-}
-
-func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
-func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
-	var b strings.Builder
-	b.WriteString(rec.Level.String() + " " + rec.Message)
-	rec.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.String())
-		return true
-	})
-	r.mu.Lock()
-	r.msgs = append(r.msgs, b.String())
-	r.mu.Unlock()
-	if os.Getenv("GRIDKV_TEST_LOG") == "1" {
-		os.Stderr.WriteString(b.String() + "\n")
-	}
-	return nil
-}
-
-// contains reports whether some message contains sub.
-func (r *logRecorder) contains(sub string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range r.msgs {
-		if strings.Contains(m, sub) {
-			return true
-		}
-	}
-	return false
-}
+// logRecorder keeps what a transport logged, so tests can check that bad input was logged.
+type logRecorder = testlog.Recorder
 
 // testOptions are fast options for loopback tests.
 func testOptions() NetworkOptions {
