@@ -29,7 +29,7 @@ func startFuzzNode(tb testing.TB) *GridKV {
 	tb.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
-		addr, err := freeLoopbackAddr()
+		addr, err := freeport.Addr()
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -55,9 +55,6 @@ func startFuzzNode(tb testing.TB) *GridKV {
 	tb.Fatalf("starting the fuzz node: %v", lastErr)
 	return nil
 }
-
-// freeLoopbackAddr returns a 127.0.0.1 address whose port was free for TCP and UDP a moment ago.
-func freeLoopbackAddr() (string, error) { return freeport.Addr() }
 
 // keyIn returns a key of partition p, so seeds reach the write path rather than the
 // partition check.
