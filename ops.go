@@ -98,11 +98,11 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 		// Answers from other replicas could go back in time from one call to the next
 		// (replicas lag each other), so the read goes to the leader's read index: never
 		// older than anything this node returned before.
-		stale, fellBack = false, true
+		fellBack = true
 	}
 	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
-		return readReplica(ctx, g, key, stale)
-	}, &opRequest{Partition: p, Op: opGet, Key: key, Stale: stale})
+		return readReplica(ctx, g, key, false)
+	}, &opRequest{Partition: p, Op: opGet, Key: key})
 	if err != nil && !errors.Is(err, store.ErrKeyNotFound) {
 		return Entry{}, err
 	}
@@ -195,8 +195,8 @@ func opFor(op store.Op) opKind {
 	}
 }
 
-// route runs an operation on partition p's leader (or, for a stale read, any replica): here
-// when this node hosts it, else one forwarded hop. A reply that says the request did not run
+// route runs an operation on partition p's leader: here when this node leads it, else one
+// forwarded hop. A reply that says the request did not run
 // (not the leader, leader moved) sends it to the leader named, until ctx ends.
 func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group) (store.Result, error), req *opRequest) (store.Result, error) {
 	backoff := 5 * time.Millisecond
@@ -207,16 +207,10 @@ func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group)
 		g := kv.groups.Group(p)
 		id, addr := kv.leaderOf(p)
 		switch {
-		case g != nil && (req.Stale || g.IsLeader()):
+		case g != nil && g.IsLeader():
 			res, err = local(g)
 		case id != "" && id != kv.cfg.nodeID && addr != "":
 			res, err = kv.forward(ctx, addr, req)
-		case req.Stale:
-			if addr := kv.anyReplica(p); addr != "" {
-				res, err = kv.forward(ctx, addr, req)
-			} else {
-				err = &raftgroup.NotLeaderError{Group: p}
-			}
 		default:
 			err = &raftgroup.NotLeaderError{Group: p}
 		}
@@ -278,21 +272,6 @@ func (kv *GridKV) leaderOf(p int) (id, addr string) {
 		}
 	}
 	return "", ""
-}
-
-// anyReplica returns the address of a node placed on p, for a stale read this node cannot
-// serve itself.
-func (kv *GridKV) anyReplica(p int) string {
-	v := kv.view.Load()
-	if v == nil || p >= len(v.placement) {
-		return ""
-	}
-	for _, m := range v.placement[p] {
-		if m.NodeID != kv.cfg.nodeID {
-			return m.Addr
-		}
-	}
-	return ""
 }
 
 // forward sends req to the node at addr and decodes its answer.

@@ -36,7 +36,7 @@ type opRequest struct {
 	Key       string `msgpack:"k"`
 	Value     []byte `msgpack:"v,omitempty"`
 	Version   uint64 `msgpack:"ver,omitempty"`
-	Stale     bool   `msgpack:"s,omitempty"`
+	Stale     bool   `msgpack:"s,omitempty"` // answer from the receiving replica, no read index; no caller sends it at present
 	Ack       int    `msgpack:"a,omitempty"`
 	Replicas  int    `msgpack:"r,omitempty"`
 	TimeoutMS int64  `msgpack:"t"`
