@@ -46,13 +46,21 @@ type fsm struct {
 	// highWater.
 	highWater atomic.Uint64
 
-	mu            sync.Mutex               // guards applied, logger, stop, stopping, unlogged, acceptRestore
-	applied       chan struct{}            // closed (and replaced) after every apply: wakes waiters
-	logger        *slog.Logger             // nil until setFailStop
-	stop          func()                   // shuts the replica's Raft instance down; nil until setFailStop
-	stopping      bool                     // stop has been started
-	unlogged      []any                    // a failure's log attributes, kept when it came before the logger
-	acceptRestore func(index uint64) error // nil: every snapshot
+	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged, guard
+	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
+	logger   *slog.Logger  // nil until setFailStop
+	stop     func()        // shuts the replica's Raft instance down; nil until setFailStop
+	stopping bool          // stop has been started
+	unlogged []any         // a failure's log attributes, kept when it came before the logger
+	guard    restoreGuard  // nil: every snapshot is restored
+}
+
+// restoreGuard is consulted around every snapshot restore: admit, given the snapshot's index
+// once its header is read, may refuse it (the restore then fails with the state unchanged);
+// done learns how the restore ended.
+type restoreGuard interface {
+	admit(index uint64) error
+	done(err error)
 }
 
 func newFSM(part *store.Partition) *fsm {
@@ -61,17 +69,17 @@ func newFSM(part *store.Partition) *fsm {
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
+// setRestoreGuard sets what every later snapshot restore consults.
+func (f *fsm) setRestoreGuard(g restoreGuard) {
+	f.mu.Lock()
+	f.guard = g
+	f.mu.Unlock()
+}
+
 // setFailStop gives the fsm its logger and the function that shuts its Raft instance down
 // after a failure. The owner calls it once, after creating the Raft instance; stop runs on
 // its own goroutine (it must not block the apply loop it stops). If the fsm failed before,
 // stop starts at once.
-// setAcceptRestore sets the check a snapshot's index must pass before it is restored.
-func (f *fsm) setAcceptRestore(accept func(index uint64) error) {
-	f.mu.Lock()
-	f.acceptRestore = accept
-	f.mu.Unlock()
-}
-
 func (f *fsm) setFailStop(logger *slog.Logger, stop func()) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -236,34 +244,23 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	if f.failed.Load() {
 		return errStateMachineFailed
 	}
+	f.mu.Lock()
+	guard := f.guard
+	f.mu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			f.fail("restore", r, 0)
 			err = errStateMachineFailed
 		}
+		if guard != nil {
+			guard.done(err)
+		}
 		f.wake()
 	}()
-	f.mu.Lock()
-	accept := f.acceptRestore
-	f.mu.Unlock()
-	return f.part.RestoreIf(rc, accept)
-}
-
-// replayable refuses a snapshot that would leave a gap: hashicorp/raft installs a snapshot
-// older than what a follower applied (it does not compare the two), sets the follower's
-// applied index back to the snapshot's, and replays the log from there. If the follower's own
-// compaction already removed the entry after the snapshot, raft panics on the gap ("log not
-// found" in processLogs), taking the host process down. A refused install fails that RPC; the
-// leader retries, and its next snapshot, newer than what this replica applied, is accepted.
-func replayable(logs raft.LogStore, applied, index uint64) error {
-	if index >= applied {
-		return nil
+	if guard == nil {
+		return f.part.Restore(rc)
 	}
-	var l raft.Log
-	if err := logs.GetLog(index+1, &l); err != nil {
-		return fmt.Errorf("raftgroup: refusing a snapshot at index %d: this replica applied %d and its log no longer holds entry %d to replay from", index, applied, index+1)
-	}
-	return nil
+	return f.part.RestoreIf(rc, guard.admit)
 }
 
 type fsmSnapshot struct{ snap *store.Snapshot }

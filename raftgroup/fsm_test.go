@@ -1,7 +1,6 @@
 package raftgroup
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -221,51 +220,5 @@ func TestApplyPanicMidBatchKeepsEarlierResults(t *testing.T) {
 	}
 	if part.AppliedIndex() != 2 || part.Len() != 2 {
 		t.Fatalf("applied %d, %d keys; want 2, 2", part.AppliedIndex(), part.Len())
-	}
-}
-
-// A snapshot older than what the replica applied is restored only if the log still holds the
-// entry after it: otherwise raft's replay from the snapshot would hit a gap and panic.
-func TestRestoreRefusesAGapBehindApplied(t *testing.T) {
-	old := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
-	defer old.Close()
-	oldFSM := newFSM(old)
-	oldFSM.ApplyBatch([]*raft.Log{{Type: raft.LogCommand, Index: 5, Data: store.AppendBatch(nil, []store.Command{set("k", "old")})}})
-	var snap bytes.Buffer
-	if _, err := old.Snapshot().WriteTo(&snap); err != nil {
-		t.Fatal(err)
-	}
-
-	part := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
-	defer part.Close()
-	f := newFSM(part)
-	f.ApplyBatch([]*raft.Log{{Type: raft.LogCommand, Index: 9, Data: store.AppendBatch(nil, []store.Command{set("k", "new")})}})
-	logs := raft.NewInmemStore()
-	f.setAcceptRestore(func(index uint64) error { return replayable(logs, part.AppliedIndex(), index) })
-
-	// The log starts at 8: replaying from 6 is impossible, so the restore is refused.
-	for i := uint64(8); i <= 9; i++ {
-		if err := logs.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogNoop}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Restore(io.NopCloser(bytes.NewReader(snap.Bytes()))); err == nil {
-		t.Fatal("a snapshot behind a log gap was restored")
-	}
-	if v, _, _ := part.Get("k"); string(v) != "new" || part.AppliedIndex() != 9 {
-		t.Fatalf("after a refused restore: k = %q, applied %d; want the state unchanged", v, part.AppliedIndex())
-	}
-
-	// With entry 6 in the log the replay can run: the restore goes ahead.
-	for i := uint64(6); i <= 7; i++ {
-		if err := logs.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogNoop}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Restore(io.NopCloser(bytes.NewReader(snap.Bytes()))); err != nil {
-		t.Fatalf("a replayable snapshot was refused: %v", err)
-	}
-	if part.AppliedIndex() != 5 {
-		t.Fatalf("applied %d after restoring the snapshot at 5", part.AppliedIndex())
 	}
 }

@@ -38,6 +38,8 @@ type Group struct {
 	// barrierIndex is the log index of that barrier; owned by readLoop.
 	barrierIndex uint64
 
+	snapshotNow chan struct{} // requestSnapshot -> snapshotLoop
+
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -57,11 +59,12 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		inflight: make(chan struct{}, cfg.Timing.MaxInflightBatches),
 		resolve:  make(chan submitted, cfg.Timing.MaxInflightBatches),
 		done:     make(chan struct{}),
+
+		snapshotNow: make(chan struct{}, 1),
 	}
-	g.fsm = newFSM(g.part)
-	g.logs = newAppendNotifier(raft.NewInmemStore())
-	stable := raft.NewInmemStore()
-	snaps := &viewSnapshotStore{}
+	stores := newReplicaStores(g.part)
+	g.fsm, g.logs = stores.fsm, stores.logs
+	stores.snaps.onResend = g.requestSnapshot
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
 	layer := &taggedLayer{StreamLayer: cfg.Layer(uint32(id)), incarnation: cfg.Incarnation, local: advertised(local)}
@@ -88,7 +91,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	rc.NoSnapshotRestoreOnStart = true
 	rc.Logger = raftLogger(cfg.Logger, id)
 
-	r, err := raft.NewRaft(rc, g.fsm, g.logs, stable, snaps, g.trans)
+	r, err := raft.NewRaft(rc, g.fsm, g.logs, stores.stable, stores.snaps, g.trans)
 	if err != nil {
 		g.trans.Close()
 		g.part.Close()
@@ -96,9 +99,6 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	}
 	g.raft = r
 	g.fsm.setFailStop(g.logger, func() { _ = r.Shutdown().Error() })
-	g.fsm.setAcceptRestore(func(index uint64) error {
-		return replayable(g.logs, g.part.AppliedIndex(), index)
-	})
 	if bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: g.self, Address: local}}}
 		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
@@ -106,11 +106,74 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 			return nil, fmt.Errorf("raftgroup: partition %d: bootstrap: %w", id, err)
 		}
 	}
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.batchLoop()
 	go g.resolveLoop()
 	go g.readLoop()
+	go g.snapshotLoop()
 	return g, nil
+}
+
+// replicaStores are what one replica's Raft instance runs on: the state machine over its
+// partition, the log, stable and snapshot stores, wired so that a snapshot install can never
+// leave raft a gap in the log to replay over (see replayLog).
+type replicaStores struct {
+	fsm    *fsm
+	log    *replayLog
+	logs   *appendNotifier // log, as raft writes to it
+	stable raft.StableStore
+	snaps  *viewSnapshotStore
+}
+
+func newReplicaStores(part *store.Partition) *replicaStores {
+	s := &replicaStores{fsm: newFSM(part), stable: raft.NewInmemStore(), snaps: &viewSnapshotStore{}}
+	s.log = newReplayLog(raft.NewInmemStore(), part.AppliedIndex)
+	s.logs = newAppendNotifier(s.log)
+	s.fsm.setRestoreGuard(s)
+	return s
+}
+
+func (s *replicaStores) admit(index uint64) error { return s.log.admitRestore(index) }
+
+func (s *replicaStores) done(err error) {
+	s.log.restoreDone()
+	s.snaps.restored(err)
+}
+
+// requestSnapshot asks snapshotLoop for a snapshot; it never blocks.
+func (g *Group) requestSnapshot() {
+	select {
+	case g.snapshotNow <- struct{}{}:
+	default:
+	}
+}
+
+// snapshotLoop takes the snapshots requestSnapshot asks for, at most one a second. A leader
+// opens its latest snapshot again when a follower did not take it; a follower refuses a
+// snapshot older than what it applied when its log cannot replay from there (see replayLog),
+// and would go on refusing it until this replica's next scheduled snapshot, which on an idle
+// partition may never come.
+func (g *Group) snapshotLoop() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.snapshotNow:
+		case <-g.done:
+			return
+		}
+		err := g.raft.Snapshot().Error()
+		switch {
+		case err == nil:
+			g.logger.Debug("took a snapshot for a follower that did not take the previous one")
+		case !errors.Is(err, raft.ErrNothingNewToSnapshot) && !errors.Is(err, raft.ErrRaftShutdown):
+			g.logger.Warn("snapshot for a follower", "err", err)
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-g.done:
+			return
+		}
+	}
 }
 
 // ID returns the partition number.

@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 	"unsafe"
 
@@ -84,4 +85,86 @@ func (a *appendNotifier) StoreLogs(logs []*raft.Log) error {
 		f()
 	}
 	return nil
+}
+
+// replayLog is a group's log store below the append notifier. It keeps the entries that a
+// snapshot install needs replayed.
+//
+// hashicorp/raft (v1.8) installs whatever snapshot its leader sends, even one older than what
+// this replica has applied: a leader whose answers from this replica were lost still counts
+// it behind. After the restore raft sets its applied index back to the snapshot's and
+// replays the log from the next entry. If that entry is gone (this replica's own compaction
+// removed it), raft panics in its apply loop and takes the host process down. Its issue
+// #85 describes the same gap after a restart.
+//
+// So the state machine asks admitRestore before it restores. A snapshot whose replay would
+// hit a gap is refused: the install fails, the state stays as it was, and the leader retries
+// (see viewSnapshotStore.onResend for how the retry gets a newer snapshot). A snapshot whose
+// replay can run pins the entries it replays until the state machine has applied them again,
+// so a compaction racing with the install (raft compacts on another goroutine) cannot open
+// the gap after the check.
+type replayLog struct {
+	raft.LogStore
+	applied func() uint64 // the state machine's applied index
+
+	mu sync.Mutex // orders admitRestore and restoreDone with DeleteRange
+	// pinFrom..pinTo escape compaction while pinTo != 0: from the entry after an admitted
+	// snapshot to what the replica had applied before it.
+	pinFrom, pinTo uint64
+	// restoring is set from admitRestore to restoreDone. Until the restore swaps the state,
+	// the applied index still reads pinTo, which must not release the pin.
+	restoring bool
+}
+
+func newReplayLog(inner raft.LogStore, applied func() uint64) *replayLog {
+	return &replayLog{LogStore: inner, applied: applied}
+}
+
+// admitRestore decides whether a snapshot at index may be restored, and pins the entries its
+// replay will read.
+func (l *replayLog) admitRestore(index uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.restoring = true
+	applied := l.applied()
+	if index >= applied {
+		return nil // nothing to replay that this replica applied before
+	}
+	var e raft.Log
+	if err := l.LogStore.GetLog(index+1, &e); err != nil {
+		return fmt.Errorf("raftgroup: refusing a snapshot at index %d: this replica applied %d and its log no longer holds entry %d to replay from", index, applied, index+1)
+	}
+	if l.pinTo == 0 {
+		l.pinFrom, l.pinTo = index+1, applied
+	} else {
+		l.pinFrom, l.pinTo = min(l.pinFrom, index+1), max(l.pinTo, applied)
+	}
+	return nil
+}
+
+// restoreDone ends what admitRestore began, however the restore went. A restore that failed
+// left the applied index where it was, which releases its pin at the next compaction.
+func (l *replayLog) restoreDone() {
+	l.mu.Lock()
+	l.restoring = false
+	l.mu.Unlock()
+}
+
+// DeleteRange deletes entries, except pinned ones. Raft deletes in two ways: a compaction
+// removes a prefix of the log, and a conflict removes a suffix of entries that never
+// committed. Pinned entries were applied, so committed: a range that starts at or below
+// pinTo is a compaction, and it stops short of the pin; what it leaves is compacted later.
+func (l *replayLog) DeleteRange(lo, hi uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pinTo != 0 && !l.restoring && l.applied() >= l.pinTo {
+		l.pinTo = 0
+	}
+	if l.pinTo != 0 && lo <= l.pinTo {
+		hi = min(hi, l.pinFrom-1)
+		if hi < lo {
+			return nil
+		}
+	}
+	return l.LogStore.DeleteRange(lo, hi)
 }

@@ -17,11 +17,25 @@ import (
 // snapshot installed from the leader arrives as bytes and is kept as such until the next
 // local snapshot replaces it.
 //
-// Raft only ever needs the latest snapshot of an in-memory group, so older ones are dropped.
+// Raft only ever needs the latest snapshot of an in-memory group, so older ones are dropped,
+// with one exception: an installed snapshot replaces the latest one only provisionally, until
+// its restore succeeds. A refused restore (see replayLog) must leave the store as raft's own
+// bookkeeping still sees it; otherwise this replica, as a later leader, would send a snapshot
+// older than the one its log was compacted against, and every follower it sent it to would
+// need another.
 type viewSnapshotStore struct {
-	mu     sync.Mutex // guards latest and nextID
-	latest *heldSnapshot
-	nextID uint64
+	mu         sync.Mutex // guards latest, installing, previous, nextID, lastSent
+	latest     *heldSnapshot
+	installing *heldSnapshot // an installed snapshot whose restore has not ended yet
+	previous   *heldSnapshot // what installing replaced
+	nextID     uint64
+	lastSent   string // ID of the snapshot last opened
+
+	// onResend, if set, runs (on the caller's goroutine, without the lock) when a snapshot is
+	// opened to be sent again. A leader sends a snapshot again when the follower did not take
+	// it; if the follower refused it as older than its own state, only a newer one will do,
+	// so the owner takes one. It must not block.
+	onResend func()
 }
 
 type heldSnapshot struct {
@@ -63,12 +77,22 @@ func (s *viewSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
 func (s *viewSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	s.mu.Lock()
 	held := s.latest
+	found := held != nil && held.meta.ID == id
+	again := found && s.lastSent == id
+	if found {
+		s.lastSent = id
+	}
+	resend := s.onResend
 	s.mu.Unlock()
-	if held == nil || held.meta.ID != id {
+	if !found {
 		return nil, nil, fmt.Errorf("raftgroup: snapshot %s not found", id)
+	}
+	if again && resend != nil {
+		resend()
 	}
 	meta := held.meta
 	if held.view == nil {
+		// An installed snapshot: opened to be restored, or, if this replica leads now, sent.
 		meta.Size = int64(len(held.data))
 		return &meta, io.NopCloser(bytes.NewReader(held.data)), nil
 	}
@@ -115,7 +139,28 @@ func (k *viewSink) Close() error {
 		k.held.meta.Size = int64(len(k.held.data))
 	}
 	k.store.mu.Lock()
+	if k.held.view == nil {
+		// An install: what it replaces is kept until its restore is known.
+		k.store.installing, k.store.previous = k.held, k.store.latest
+	} else {
+		k.store.installing, k.store.previous = nil, nil
+	}
 	k.store.latest = k.held
 	k.store.mu.Unlock()
 	return nil
+}
+
+// restored settles the install whose restore just ended: a failed restore puts back the
+// snapshot the install replaced, a successful one lets it go. Raft restores only snapshots
+// it installs, one at a time, each right after closing its sink.
+func (s *viewSnapshotStore) restored(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.installing == nil {
+		return
+	}
+	if err != nil && s.latest == s.installing {
+		s.latest = s.previous
+	}
+	s.installing, s.previous = nil, nil
 }

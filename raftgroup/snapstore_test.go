@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -107,6 +108,67 @@ func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
 	cancelled.Cancel()
 	if metas, _ := s.List(); metas[0].Index != 8 {
 		t.Fatalf("a cancelled snapshot replaced the latest: index %d", metas[0].Index)
+	}
+}
+
+// An installed snapshot replaces the latest one only once its restore succeeds: a refused
+// restore leaves the store as it was.
+func TestViewSnapshotStoreSettlesInstalls(t *testing.T) {
+	p := filledPartition(t, 10)
+	s := &viewSnapshotStore{}
+	own, _ := s.Create(raft.SnapshotVersionMax, 20, 1, raft.Configuration{}, 1, nil)
+	own.(*viewSink).attach(p.Snapshot())
+	own.Close()
+	install := func(index uint64) {
+		sink, _ := s.Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 1, nil)
+		if _, err := p.Snapshot().WriteTo(sink); err != nil {
+			t.Fatal(err)
+		}
+		sink.Close()
+	}
+	latest := func() uint64 {
+		metas, _ := s.List()
+		if len(metas) != 1 {
+			t.Fatalf("the store lists %d snapshots", len(metas))
+		}
+		return metas[0].Index
+	}
+
+	install(12)
+	s.restored(errors.New("refused"))
+	if got := latest(); got != 20 {
+		t.Fatalf("after a refused install the latest snapshot is at %d, want 20", got)
+	}
+	install(15)
+	s.restored(nil)
+	if got := latest(); got != 15 {
+		t.Fatalf("after a restored install the latest snapshot is at %d, want 15", got)
+	}
+	s.restored(errors.New("late")) // nothing pending: no change
+	if got := latest(); got != 15 {
+		t.Fatalf("a second verdict changed the latest snapshot to %d", got)
+	}
+}
+
+// Opening the same snapshot again (a leader resending it) asks the owner for a newer one.
+func TestViewSnapshotStoreResendAsksForANewer(t *testing.T) {
+	p := filledPartition(t, 10)
+	asked := 0
+	s := &viewSnapshotStore{onResend: func() { asked++ }}
+	sink, _ := s.Create(raft.SnapshotVersionMax, 7, 1, raft.Configuration{}, 1, nil)
+	sink.(*viewSink).attach(p.Snapshot())
+	sink.Close()
+	metas, _ := s.List()
+	for i, want := range []int{0, 1, 2} {
+		_, rc, err := s.Open(metas[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, rc)
+		rc.Close()
+		if asked != want {
+			t.Fatalf("after opening the snapshot %d times the owner was asked %d times, want %d", i+1, asked, want)
+		}
 	}
 }
 
