@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,7 +162,7 @@ func (g *Group) snapshotLoop() {
 		case <-g.done:
 			return
 		}
-		err := g.raft.Snapshot().Error()
+		err := g.await(g.raft.Snapshot())
 		switch {
 		case err == nil:
 			g.logger.Debug("took a snapshot for a follower that did not take the previous one")
@@ -243,7 +244,7 @@ func (g *Group) Configuration() (raft.Configuration, error) {
 // name so that two changes never race.
 func (g *Group) configuration() (raft.Configuration, uint64, error) {
 	f := g.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := g.await(f); err != nil {
 		return raft.Configuration{}, 0, err
 	}
 	return f.Configuration(), f.Index(), nil
@@ -268,6 +269,37 @@ func (g *Group) shutdown() {
 	})
 }
 
+// await returns a raft future's error, or ErrRaftShutdown once the group's Raft instance has
+// stopped.
+//
+// A raft future waits only for its answer, and raft does not answer every future it took: an
+// Apply still queued, or a batch still on its way to the state machine, when raft shuts down
+// is dropped, and Error then blocks for ever (hashicorp/raft #498). The group's shutdown waits
+// for its goroutines, so one of them stuck on such a future would hang Close. Raft's futures
+// also end their wait on their exported ShutdownCh field, which raft sets on only a few of its
+// own; await sets it to g.done, closed once the instance has stopped. A future raft did answer
+// may then still read as ErrRaftShutdown, which callers map to ErrClosed: the group is closing.
+func (g *Group) await(f raft.Future) error {
+	bindShutdown(f, g.done)
+	return f.Error()
+}
+
+// bindShutdown sets f's ShutdownCh to ch and reports whether f has one (a future raft answered
+// at once, such as an enqueue error, has none and needs none). TestAwaitCoversEveryFuture
+// checks that every kind of future this package waits on has the field.
+func bindShutdown(f raft.Future, ch chan struct{}) bool {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	field := v.Elem().FieldByName("ShutdownCh")
+	if !field.IsValid() || !field.CanSet() || field.Type() != reflect.TypeOf(ch) {
+		return false
+	}
+	field.Set(reflect.ValueOf(ch))
+	return true
+}
+
 // mapRaftError turns an error from a raft future into this package's errors. appended says
 // whether the command may have reached the log.
 func (g *Group) mapRaftError(err error, appended bool) error {
@@ -288,5 +320,5 @@ func (g *Group) mapRaftError(err error, appended bool) error {
 // TransferLeadership hands this replica's leadership to the most up-to-date voter and waits
 // for the hand-off. Used before a graceful stop.
 func (g *Group) TransferLeadership() error {
-	return g.raft.LeadershipTransfer().Error()
+	return g.await(g.raft.LeadershipTransfer())
 }

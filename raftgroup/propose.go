@@ -163,7 +163,7 @@ func (g *Group) resolveLoop() {
 }
 
 func (g *Group) resolveBatch(s submitted) {
-	err := s.future.Error()
+	err := g.await(s.future)
 	if err != nil {
 		if s.watch {
 			g.logs.forget(s.data)

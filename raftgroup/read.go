@@ -76,7 +76,7 @@ func (g *Group) readRound() error {
 		// entry of its own term commits (hashicorp/raft #359). A barrier commits one and waits
 		// for the state machine to apply everything before it.
 		b := g.raft.Barrier(g.m.cfg.Timing.ApplyTimeout)
-		if err := b.Error(); err != nil {
+		if err := g.await(b); err != nil {
 			return g.mapRaftError(err, false)
 		}
 		ib, ok := b.(raft.IndexFuture)
@@ -87,7 +87,7 @@ func (g *Group) readRound() error {
 		g.readyTerm.Store(term)
 	}
 	index := g.raft.CommitIndex()
-	if err := g.raft.VerifyLeader().Error(); err != nil {
+	if err := g.await(g.raft.VerifyLeader()); err != nil {
 		return g.mapRaftError(err, false)
 	}
 	// Leadership confirmed in the same term that produced index: no other leader can have

@@ -59,7 +59,7 @@ func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 	for _, d := range desired {
 		if _, ok := current[d.serverID()]; !ok {
 			f := g.raft.AddNonvoter(d.serverID(), ServerAddress(d.Addr, d.Incarnation), cfgIndex, timeout)
-			return AddedLearner, wrapChange(g.id, "add learner", d.NodeID, f.Error())
+			return AddedLearner, wrapChange(g.id, "add learner", d.NodeID, g.await(f))
 		}
 	}
 	if ch, err := g.promote(desired, current, cfgIndex); ch != NoChange || err != nil {
@@ -83,7 +83,7 @@ func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 		}
 		f := g.raft.RemoveServer(s.ID, cfgIndex, timeout)
 		nodeID, _ := NodeOf(s.ID)
-		return RemovedServer, wrapChange(g.id, "remove", nodeID, f.Error())
+		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.await(f))
 	}
 	if balance && desired[0].serverID() != g.self {
 		// Only to the preferred replica itself: handing leadership to any other voter could
@@ -101,7 +101,7 @@ func (g *Group) transferTo(desired []Member, current map[raft.ServerID]raft.Serv
 			continue
 		}
 		f := g.raft.LeadershipTransferToServer(s.ID, s.Address)
-		return TransferredLeadership, wrapChange(g.id, "transfer leadership", d.NodeID, f.Error())
+		return TransferredLeadership, wrapChange(g.id, "transfer leadership", d.NodeID, g.await(f))
 	}
 	return NoChange, nil
 }
@@ -181,7 +181,7 @@ func (g *Group) promote(desired []Member, current map[raft.ServerID]raft.Server,
 	for _, s := range ready {
 		f := g.raft.AddVoter(s.ID, s.Address, index, timeout)
 		nodeID, _ := NodeOf(s.ID)
-		if err := f.Error(); err != nil {
+		if err := g.await(f); err != nil {
 			return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
 		}
 		index = f.Index()
