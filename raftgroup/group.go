@@ -187,8 +187,10 @@ func (g *Group) Partition() *store.Partition { return g.part }
 func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 
 // Shutdown reports whether the group's Raft instance has stopped (for example after this
-// replica was removed from the configuration).
-func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown }
+// replica was removed from the configuration) or is stopping after its state machine failed.
+// The second is not left to raft's state alone: a message of a newer term handled just as raft
+// shuts down can set the state back to Follower after Shutdown set it.
+func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown || g.fsm.failed.Load() }
 
 // StaleReadable reports whether the local state may answer a stale read: false while a
 // snapshot restore has taken it behind what it applied before, or while it is behind a floor
