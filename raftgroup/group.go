@@ -291,15 +291,37 @@ func (g *Group) await(f raft.Future) error {
 // checks that every kind of future this package waits on has the field.
 func bindShutdown(f raft.Future, ch chan struct{}) bool {
 	v := reflect.ValueOf(f)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+	if v.Kind() != reflect.Pointer || v.IsNil() {
 		return false
 	}
-	field := v.Elem().FieldByName("ShutdownCh")
-	if !field.IsValid() || !field.CanSet() || field.Type() != reflect.TypeOf(ch) {
+	index := shutdownField(v.Type())
+	if index == nil {
 		return false
 	}
-	field.Set(reflect.ValueOf(ch))
+	v.Elem().FieldByIndex(index).Set(reflect.ValueOf(ch))
 	return true
+}
+
+// shutdownFields caches, per future type (a pointer to a struct), the index path of its
+// settable ShutdownCh field, or an empty path when it has none. Looking the field up by name
+// costs about 0.5 µs and five allocations, on every batch.
+var shutdownFields sync.Map // reflect.Type -> []int
+
+func shutdownField(t reflect.Type) []int {
+	if index, ok := shutdownFields.Load(t); ok {
+		return index.([]int)
+	}
+	index := []int{}
+	if t.Elem().Kind() == reflect.Struct {
+		if sf, ok := t.Elem().FieldByName("ShutdownCh"); ok && sf.IsExported() && sf.Type == reflect.TypeOf(make(chan struct{})) {
+			index = sf.Index
+		}
+	}
+	shutdownFields.Store(t, index)
+	if len(index) == 0 {
+		return nil
+	}
+	return index
 }
 
 // mapRaftError turns an error from a raft future into this package's errors. appended says
