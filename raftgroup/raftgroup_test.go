@@ -95,6 +95,22 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// newLeader waits until one of nodes leads partition p and returns its replica.
+func newLeader(t *testing.T, nodes []*node, p int) *Group {
+	t.Helper()
+	var leader *Group
+	waitFor(t, 10*time.Second, "a new leader", func() bool {
+		for _, n := range nodes {
+			if g := n.m.Group(p); g != nil && g.IsLeader() {
+				leader = g
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
 // formGroup bootstraps partition p on nodes[0] and reconciles it until every node is a voter.
 func formGroup(t *testing.T, p int, nodes []*node) *Group {
 	t.Helper()
@@ -263,16 +279,7 @@ func TestNewLeaderAfterLeaderStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes[0].stop()
-	var leader *Group
-	waitFor(t, 10*time.Second, "a new leader", func() bool {
-		for _, n := range nodes[1:] {
-			if g := n.m.Group(0); g != nil && g.IsLeader() {
-				leader = g
-				return true
-			}
-		}
-		return false
-	})
+	leader := newLeader(t, nodes[1:], 0)
 	if err := leader.ReadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -497,16 +504,7 @@ func TestLearnerPromotedAfterLeaderChangeOnIdleGroup(t *testing.T) {
 	if err := g.TransferLeadership(); err != nil {
 		t.Fatal(err)
 	}
-	var leader *Group
-	waitFor(t, 10*time.Second, "a new leader", func() bool {
-		for _, n := range nodes[1:] {
-			if ng := n.m.Group(0); ng != nil && ng.IsLeader() {
-				leader = ng
-				return true
-			}
-		}
-		return false
-	})
+	leader := newLeader(t, nodes[1:], 0)
 	waitFor(t, 10*time.Second, "the learner promoted", func() bool {
 		if _, err := leader.Reconcile(desired, false); err != nil {
 			t.Logf("reconcile: %v", err)

@@ -78,13 +78,18 @@ func TestViewSnapshotStoreRoundTrip(t *testing.T) {
 	}
 }
 
+// holdView stores p's current view as the replica's own snapshot at index.
+func holdView(s *viewSnapshotStore, index uint64, p *store.Partition) {
+	sink, _ := s.Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 1, nil)
+	sink.(*viewSink).attach(p.Snapshot())
+	sink.Close()
+}
+
 // Later applies do not change a held view, and a newer snapshot replaces it.
 func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
 	p := filledPartition(t, 10)
 	s := &viewSnapshotStore{}
-	first, _ := s.Create(raft.SnapshotVersionMax, 7, 1, raft.Configuration{}, 1, nil)
-	first.(*viewSink).attach(p.Snapshot())
-	first.Close()
+	holdView(s, 7, p)
 	p.ApplyBatch(8, []store.Command{{Op: store.OpSet, Key: "k0", Value: []byte("changed")}})
 	metas, _ := s.List()
 	_, rc, err := s.Open(metas[0].ID)
@@ -98,9 +103,7 @@ func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
 	if v, _, _ := dst.Get("k0"); string(v) != "v0" {
 		t.Fatalf("held view changed by a later apply: k0 = %q", v)
 	}
-	second, _ := s.Create(raft.SnapshotVersionMax, 8, 1, raft.Configuration{}, 1, nil)
-	second.(*viewSink).attach(p.Snapshot())
-	second.Close()
+	holdView(s, 8, p)
 	if _, _, err := s.Open(metas[0].ID); err == nil {
 		t.Fatal("a replaced snapshot can still be opened")
 	}
@@ -116,9 +119,7 @@ func TestViewSnapshotStoreKeepsLatest(t *testing.T) {
 func TestViewSnapshotStoreSettlesInstalls(t *testing.T) {
 	p := filledPartition(t, 10)
 	s := &viewSnapshotStore{}
-	own, _ := s.Create(raft.SnapshotVersionMax, 20, 1, raft.Configuration{}, 1, nil)
-	own.(*viewSink).attach(p.Snapshot())
-	own.Close()
+	holdView(s, 20, p)
 	install := func(index uint64) {
 		sink, _ := s.Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 1, nil)
 		if _, err := p.Snapshot().WriteTo(sink); err != nil {
@@ -155,9 +156,7 @@ func TestViewSnapshotStoreResendAsksForANewer(t *testing.T) {
 	p := filledPartition(t, 10)
 	asked := 0
 	s := &viewSnapshotStore{onResend: func() { asked++ }}
-	sink, _ := s.Create(raft.SnapshotVersionMax, 7, 1, raft.Configuration{}, 1, nil)
-	sink.(*viewSink).attach(p.Snapshot())
-	sink.Close()
+	holdView(s, 7, p)
 	metas, _ := s.List()
 	for i, want := range []int{0, 1, 2} {
 		_, rc, err := s.Open(metas[0].ID)
