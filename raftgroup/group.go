@@ -303,24 +303,21 @@ func bindShutdown(f raft.Future, ch chan struct{}) bool {
 }
 
 // shutdownFields caches, per future type (a pointer to a struct), the index path of its
-// settable ShutdownCh field, or an empty path when it has none. Looking the field up by name
-// costs about 0.5 µs and five allocations, on every batch.
+// settable ShutdownCh field, nil when it has none. Looking the field up by name costs about
+// 0.5 µs and five allocations, on every batch.
 var shutdownFields sync.Map // reflect.Type -> []int
 
 func shutdownField(t reflect.Type) []int {
 	if index, ok := shutdownFields.Load(t); ok {
 		return index.([]int)
 	}
-	index := []int{}
+	var index []int
 	if t.Elem().Kind() == reflect.Struct {
-		if sf, ok := t.Elem().FieldByName("ShutdownCh"); ok && sf.IsExported() && sf.Type == reflect.TypeOf(make(chan struct{})) {
+		if sf, ok := t.Elem().FieldByName("ShutdownCh"); ok && sf.IsExported() && sf.Type == reflect.TypeFor[chan struct{}]() {
 			index = sf.Index
 		}
 	}
 	shutdownFields.Store(t, index)
-	if len(index) == 0 {
-		return nil
-	}
 	return index
 }
 
