@@ -331,6 +331,10 @@ func (g *Group) mapRaftError(err error, appended bool) error {
 		return fmt.Errorf("raftgroup: partition %d: %w", g.id, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
+	case !appended && errors.Is(err, raft.ErrLeadershipLost):
+		// A read's barrier or leadership check lost to a new leader: nothing was decided,
+		// so the read may run again on the new leader.
+		return g.notLeader()
 	case appended:
 		return fmt.Errorf("raftgroup: partition %d: %w: %v", g.id, ErrOutcomeUnknown, err)
 	default:

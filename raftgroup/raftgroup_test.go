@@ -232,6 +232,23 @@ func TestFollowerAnswersNotLeaderWithHint(t *testing.T) {
 	}
 }
 
+// A leader that loses its leadership while confirming a read has decided nothing, so the read
+// may run again elsewhere; a write it was committing may or may not have been committed.
+func TestLostLeadershipRetriesReadsOnly(t *testing.T) {
+	n := startNode(t, "n0", 1, "127.0.0.1:0", 1)
+	g, err := n.m.Open(0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.mapRaftError(raft.ErrLeadershipLost, false); !Retryable(err) {
+		t.Errorf("read that lost leadership: %v, want a retryable error", err)
+	}
+	err = g.mapRaftError(raft.ErrLeadershipLost, true)
+	if Retryable(err) || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("write that lost leadership: %v, want ErrOutcomeUnknown and not retryable", err)
+	}
+}
+
 func TestReadIndexSeesCommittedWrites(t *testing.T) {
 	nodes := threeNodes(t, 1)
 	g := formGroup(t, 0, nodes)
