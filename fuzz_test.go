@@ -144,6 +144,51 @@ func FuzzOpRequest(f *testing.F) {
 	})
 }
 
+// FuzzOpBatch feeds arbitrary bytes to the handler of batches of forwarded operations. It
+// must not panic; it either rejects the bytes with a "bad message" error or answers every
+// request of the batch, in order, with a response that decodes.
+func FuzzOpBatch(f *testing.F) {
+	k0, k1 := keyIn("seed", 0), keyIn("seed", 1)
+	f.Add(mustMarshal(f, []opRequest{
+		{Partition: 0, Op: opSet, Key: k0, Value: []byte("v"), TimeoutMS: 2000},
+		{Partition: 1, Op: opGet, Key: k1, TimeoutMS: 2000},
+	}))
+	f.Add(mustMarshal(f, []opRequest{
+		{Partition: 0, Op: opCAS, Key: k0, Value: []byte("w"), TimeoutMS: 2000},
+		{Partition: 1, Op: opSet, Key: k0}, // the wrong partition
+		{Partition: -1, Op: 200, Key: ""},  // everything wrong
+	}))
+	f.Add(mustMarshal(f, []opRequest{}))
+	f.Add(mustMarshal(f, &opRequest{Partition: 0, Op: opGet, Key: k0})) // a single request, not an array
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})                         // an array claiming 2^32-1 requests
+	f.Add([]byte{0xdc, 0x01, 0x01})                                     // 257 requests declared, none there
+	f.Add([]byte{0x92, 0xc0, 0xc0})                                     // two nils
+
+	kv := startFuzzNode(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, err := kv.serveOpBatch(ctx, "fuzz", data)
+		if err != nil {
+			if out != nil || !strings.Contains(err.Error(), "bad message") {
+				t.Fatalf("rejection returned %d bytes and %v, want none and a bad message error", len(out), err)
+			}
+			return
+		}
+		var reqs []opRequest
+		if err := unmarshal(data, &reqs); err != nil {
+			t.Fatalf("serveOpBatch accepted bytes that do not decode: %v", err)
+		}
+		var resps []opResponse
+		if err := unmarshal(out, &resps); err != nil {
+			t.Fatalf("the node answered with a response it cannot decode: %v", err)
+		}
+		if len(resps) != len(reqs) {
+			t.Fatalf("%d answers to %d requests", len(resps), len(reqs))
+		}
+	})
+}
+
 // FuzzOpResponse feeds arbitrary bytes to the decoding of a forwarded operation's answer. It
 // must not panic; a response that decodes maps to nil exactly when its code is OK, and the
 // mapping is stable: encoding the decoded error again gives a code that decodes to the same.

@@ -36,8 +36,16 @@ type GridKV struct {
 	// poke wakes the placement loop early (membership changed).
 	poke chan struct{}
 
+	// fwd batches the operations forwarded to each peer, by address (forward.go).
+	fwd       map[string]*forwarder
+	fwdMu     sync.Mutex
+	fwdClosed bool
+	fwdWG     sync.WaitGroup // the forwarders' senders
+
 	closed    atomic.Bool
 	done      chan struct{}
+	ctx       context.Context // cancelled when done closes
+	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup // the placement loop
@@ -63,7 +71,9 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		hints:       make([]atomic.Pointer[leaderHint], cfg.partitions),
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
+		fwd:         make(map[string]*forwarder),
 	}
+	kv.ctx, kv.cancel = context.WithCancel(context.Background())
 	log := cfg.logger.With("node", cfg.nodeID)
 
 	if addr := cfg.unprotectedExposure(); addr != "" {
@@ -72,6 +82,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	}
 	kv.trans, err = transport.Listen(cfg.network, cfg.addr, log)
 	if err != nil {
+		kv.cancel()
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
 	}
 	kv.groups = raftgroup.NewManager(raftgroup.Config{
@@ -87,6 +98,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Logger:      log,
 	})
 	kv.trans.Handle(kindOp, kv.serveOp)
+	kv.trans.Handle(kindOpBatch, kv.serveOpBatch)
 	kv.trans.Handle(kindWaitApplied, kv.serveWaitApplied)
 	kv.trans.Handle(kindRemoved, kv.serveRemoved)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
@@ -112,6 +124,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		OnChange:    kv.pokePlacement,
 	})
 	if err != nil {
+		kv.cancel()
 		kv.groups.Close()
 		kv.trans.Close()
 		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
@@ -165,6 +178,8 @@ func (kv *GridKV) Close() error {
 	kv.closeOnce.Do(func() {
 		kv.closed.Store(true)
 		close(kv.done)
+		kv.cancel()
+		kv.closeForwarders()
 		kv.wg.Wait()
 		kv.handOffLeadership()
 		if err := kv.members.Leave(time.Second); err != nil {
@@ -179,6 +194,7 @@ func (kv *GridKV) Close() error {
 // shutdown stops groups, gossip and the transport, in that order: groups still talk over the
 // transport while they stop.
 func (kv *GridKV) shutdown() error {
+	kv.cancel()
 	kv.groups.Close()
 	var first error
 	if err := kv.members.Shutdown(); err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
 	"github.com/feellmoose/gridkv/store"
-	"github.com/feellmoose/gridkv/transport"
 )
 
 // Entry is a value with its version.
@@ -274,55 +273,13 @@ func (kv *GridKV) leaderOf(p int) (id, addr string) {
 	return "", ""
 }
 
-// forward sends req to the node at addr and decodes its answer.
-func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (store.Result, error) {
-	req.TimeoutMS = 0
-	if dl, ok := ctx.Deadline(); ok {
-		req.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
-	}
-	b, err := marshal(req)
-	if err != nil {
-		return store.Result{}, err
-	}
-	out, err := kv.trans.Call(ctx, addr, kindOp, b)
-	if err != nil {
-		if errors.Is(err, transport.ErrNotSent) && ctx.Err() == nil {
-			// The peer was never reached (gone, restarting): ask elsewhere.
-			kv.hints[req.Partition].Store(nil)
-			return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition}
-		}
-		if ctx.Err() != nil {
-			if req.Op == opGet {
-				return store.Result{}, ctx.Err()
-			}
-			return store.Result{}, fmt.Errorf("%w: %w", raftgroup.ErrOutcomeUnknown, ctx.Err())
-		}
-		if req.Op == opGet {
-			// Reads are safe to retry anywhere; the node may simply be gone.
-			return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition}
-		}
-		return store.Result{}, fmt.Errorf("%w: forwarding to %s: %w", raftgroup.ErrOutcomeUnknown, addr, err)
-	}
-	var resp opResponse
-	if err := unmarshal(out, &resp); err != nil {
-		return store.Result{}, err
-	}
-	res := store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied}
-	return res, decodeError(req.Partition, &resp)
-}
-
 // serveOp runs a forwarded operation against this node's own replica.
 func (kv *GridKV) serveOp(ctx context.Context, from string, b []byte) ([]byte, error) {
 	var req opRequest
 	if err := unmarshal(b, &req); err != nil {
 		return nil, err
 	}
-	if req.TimeoutMS > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
-		defer cancel()
-	}
-	res, err := kv.runOp(ctx, &req)
+	res, err := kv.runOpWithin(ctx, &req)
 	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
 	encodeError(err, &resp)
 	return marshal(&resp)

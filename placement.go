@@ -30,6 +30,7 @@ func (kv *GridKV) placementLoop() {
 	offset := 0
 	for {
 		kv.placementTick(deadSince, offset)
+		kv.pruneForwarders()
 		offset++
 		select {
 		case <-kv.done:

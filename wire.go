@@ -15,6 +15,7 @@ const (
 	kindOp          uint8 = 1 // a client operation forwarded to a partition's leader or replica
 	kindWaitApplied uint8 = 2 // a leader asking a replica to report once it applied an index
 	kindRemoved     uint8 = 3 // a replica asking its group's leader whether it was removed for good
+	kindOpBatch     uint8 = 4 // several kindOp requests in one msgpack array, answered in order
 )
 
 // opKind is the operation of a forwarded request.

@@ -1,0 +1,260 @@
+package gridkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/ring"
+)
+
+// gatedNode is a one-node cluster that forwards to itself, with its handler of single
+// forwarded operations held shut until the test opens it, and its batch handler counting
+// what it is sent.
+type gatedNode struct {
+	kv   *GridKV
+	gate chan struct{}
+
+	mu      sync.Mutex
+	batches []int // operations per batch call, in arrival order
+	keys    []string
+}
+
+func startGatedNode(t *testing.T) *gatedNode {
+	t.Helper()
+	n := &gatedNode{kv: startFuzzNode(t), gate: make(chan struct{})}
+	n.kv.trans.Handle(kindOp, func(ctx context.Context, from string, b []byte) ([]byte, error) {
+		select {
+		case <-n.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return n.kv.serveOp(ctx, from, b)
+	})
+	n.kv.trans.Handle(kindOpBatch, func(ctx context.Context, from string, b []byte) ([]byte, error) {
+		var reqs []opRequest
+		if err := unmarshal(b, &reqs); err == nil {
+			n.mu.Lock()
+			n.batches = append(n.batches, len(reqs))
+			for _, r := range reqs {
+				n.keys = append(n.keys, r.Key)
+			}
+			n.mu.Unlock()
+		}
+		return n.kv.serveOpBatch(ctx, from, b)
+	})
+	return n
+}
+
+// set forwards a Set of key to the node itself.
+func (n *gatedNode) set(ctx context.Context, key string) error {
+	p := ring.PartitionOf(key, fuzzPartitions)
+	_, err := n.kv.forward(ctx, n.kv.trans.Addr(), &opRequest{Partition: p, Op: opSet, Key: key, Value: []byte("v-" + key)})
+	return err
+}
+
+// fillWire puts forwardBatches single operations on the wire, one at a time so that each
+// leaves alone, held at the gate; each one's error goes to errs.
+func (n *gatedNode) fillWire(t *testing.T, ctx context.Context, errs chan<- error) {
+	t.Helper()
+	for i := range forwardBatches {
+		go func() { errs <- n.set(ctx, fmt.Sprint("first-", i)) }()
+		n.waitQueue(t, i+1, 0)
+	}
+}
+
+// waitQueue waits until the node's forwarder to itself has sending batches on the wire and
+// queued operations waiting.
+func (n *gatedNode) waitQueue(t *testing.T, sending, queued int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f := n.kv.forwarder(n.kv.trans.Addr())
+		f.mu.Lock()
+		s, q := f.sending, len(f.queue)
+		f.mu.Unlock()
+		if s == sending && q == queued {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("forwarder has %d batches on the wire and %d queued; want %d and %d", s, q, sending, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// While forwardBatches calls are on the wire, further operations wait, and all of them leave
+// in the next call.
+func TestForwardBatchesWhileCallsAreOnTheWire(t *testing.T) {
+	n := startGatedNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const queued = 10
+	errs := make(chan error, forwardBatches+queued)
+	n.fillWire(t, ctx, errs)
+	for i := range queued {
+		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
+	}
+	n.waitQueue(t, forwardBatches, queued)
+	close(n.gate)
+	for range forwardBatches + queued {
+		if err := <-errs; err != nil {
+			t.Errorf("forwarded Set: %v", err)
+		}
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.batches) != 1 || n.batches[0] != queued {
+		t.Errorf("batch calls carried %v operations; want one call with all %d queued", n.batches, queued)
+	}
+	for i := range queued {
+		key := fmt.Sprint("queued-", i)
+		v, err := n.kv.Get(ctx, key)
+		if err != nil || string(v) != "v-"+key {
+			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
+		}
+	}
+}
+
+// An operation whose caller gives up while it waits in the queue is never sent, and its
+// caller is told so rather than that the outcome is unknown.
+func TestForwardAbandonedWhileQueuedIsNotSent(t *testing.T) {
+	n := startGatedNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	errs := make(chan error, forwardBatches+1)
+	n.fillWire(t, ctx, errs)
+	abandonCtx, abandon := context.WithCancel(ctx)
+	abandoned := make(chan error, 1)
+	go func() { abandoned <- n.set(abandonCtx, "abandoned") }()
+	go func() { errs <- n.set(ctx, "kept") }()
+	n.waitQueue(t, forwardBatches, 2)
+	abandon()
+	err := <-abandoned
+	if !errors.Is(err, context.Canceled) || errors.Is(err, raftgroup.ErrOutcomeUnknown) {
+		t.Errorf("abandoned Set: %v; want context.Canceled without ErrOutcomeUnknown", err)
+	}
+	close(n.gate)
+	for range forwardBatches + 1 {
+		if err := <-errs; err != nil {
+			t.Errorf("forwarded Set: %v", err)
+		}
+	}
+
+	if _, err := n.kv.Get(ctx, "abandoned"); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("Get abandoned: %v; want ErrKeyNotFound", err)
+	}
+	if v, err := n.kv.Get(ctx, "kept"); err != nil || string(v) != "v-kept" {
+		t.Errorf("Get kept = %q, %v", v, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if strings.Contains(strings.Join(n.keys, " "), "abandoned") {
+		t.Errorf("the abandoned operation was sent: batches carried %v", n.keys)
+	}
+}
+
+// Close answers every operation still queued and waits for the batches on the wire.
+func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
+	n := startGatedNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	errs := make(chan error, forwardBatches+3)
+	n.fillWire(t, ctx, errs)
+	for i := range 3 {
+		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
+	}
+	n.waitQueue(t, forwardBatches, 3)
+	if err := n.kv.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	closed, unknown := 0, 0
+	for range forwardBatches + 3 {
+		switch err := <-errs; {
+		case errors.Is(err, ErrClosed):
+			closed++
+		case errors.Is(err, raftgroup.ErrOutcomeUnknown):
+			unknown++ // on the wire when Close began
+		default:
+			t.Errorf("forwarded Set during Close: %v; want ErrClosed or ErrOutcomeUnknown", err)
+		}
+	}
+	if closed != 3 || unknown != forwardBatches {
+		t.Errorf("%d ErrClosed and %d ErrOutcomeUnknown; want 3 (queued) and %d (on the wire)", closed, unknown, forwardBatches)
+	}
+	if _, err := n.kv.forward(ctx, "127.0.0.1:1", &opRequest{Op: opGet, Key: "k"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("forward after Close: %v; want ErrClosed", err)
+	}
+}
+
+// A batch is answered in order, each operation with its own outcome; a batch larger than a
+// sender may make is refused whole.
+func TestServeOpBatch(t *testing.T) {
+	kv := startFuzzNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kv.Set(ctx, keyIn("present", 1), []byte("here")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := []opRequest{
+		{Partition: 0, Op: opSet, Key: keyIn("new", 0), Value: []byte("x"), TimeoutMS: 20000},
+		{Partition: 1, Op: opGet, Key: keyIn("present", 1), TimeoutMS: 20000},
+		{Partition: 2, Op: opGet, Key: keyIn("missing", 2), TimeoutMS: 20000},
+		{Partition: 3, Op: opSet, Key: keyIn("elsewhere", 0), Value: []byte("x"), TimeoutMS: 20000},
+	}
+	out, err := kv.serveOpBatch(ctx, "test", mustMarshal(t, reqs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resps []opResponse
+	if err := unmarshal(out, &resps); err != nil {
+		t.Fatal(err)
+	}
+	want := []uint8{codeOK, codeOK, codeKeyNotFound, codeInvalid}
+	if len(resps) != len(want) {
+		t.Fatalf("%d answers to %d operations", len(resps), len(want))
+	}
+	for i, r := range resps {
+		if r.Code != want[i] {
+			t.Errorf("operation %d answered code %d (%s); want %d", i, r.Code, r.Msg, want[i])
+		}
+	}
+	if string(resps[1].Value) != "here" {
+		t.Errorf("the Get in the batch read %q; want here", resps[1].Value)
+	}
+
+	tooMany := make([]opRequest, forwardBatchOps+1)
+	for i := range tooMany {
+		tooMany[i] = opRequest{Partition: 0, Op: opGet, Key: keyIn("new", 0)}
+	}
+	if _, err := kv.serveOpBatch(ctx, "test", mustMarshal(t, tooMany)); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("a batch of %d operations: %v; want it refused", len(tooMany), err)
+	}
+}
+
+// encodeArray's output decodes as the array of the requests it joined, on both sides of the
+// fixarray/array16 boundary.
+func TestEncodeArray(t *testing.T) {
+	for _, n := range []int{2, 15, 16, 17, forwardBatchOps} {
+		batch := make([]*forwardedOp, n)
+		for i := range batch {
+			batch[i] = &forwardedOp{msg: mustMarshal(t, &opRequest{Partition: i, Op: opGet, Key: fmt.Sprint("k", i)})}
+		}
+		var reqs []opRequest
+		if err := unmarshal(encodeArray(batch), &reqs); err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if len(reqs) != n || reqs[n-1].Key != fmt.Sprint("k", n-1) || reqs[n-1].Partition != n-1 {
+			t.Fatalf("n=%d: decoded %d requests, last %+v", n, len(reqs), reqs[len(reqs)-1])
+		}
+	}
+}
