@@ -129,7 +129,7 @@ func (kv *GridKV) pruneForwarders() {
 }
 
 // closeForwarders fails every queued operation and waits for the batches on the wire, whose
-// calls end when kv.done closes.
+// calls end once kv.ctx is cancelled.
 func (kv *GridKV) closeForwarders() {
 	kv.fwdMu.Lock()
 	kv.fwdClosed = true
