@@ -128,8 +128,9 @@ func (kv *GridKV) pruneForwarders() {
 	}
 }
 
-// closeForwarders fails every queued operation and waits for the batches on the wire, whose
-// calls end once kv.ctx is cancelled.
+// closeForwarders fails every queued operation, then cancels kv.ctx, which ends the calls on
+// the wire, and waits for their senders. Queued operations are failed first so that no sender
+// takes them into a call that is cancelled before it leaves.
 func (kv *GridKV) closeForwarders() {
 	kv.fwdMu.Lock()
 	kv.fwdClosed = true
@@ -146,6 +147,7 @@ func (kv *GridKV) closeForwarders() {
 			op.done <- forwardResult{err: ErrClosed}
 		}
 	}
+	kv.cancel()
 	kv.fwdWG.Wait()
 }
 
@@ -228,21 +230,46 @@ func (f *forwarder) send(batch []*forwardedOp) {
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	resps, err := kv.callOps(ctx, f.addr, batch)
-	for i, op := range batch {
-		var r forwardResult
-		if err != nil {
-			r.err = forwardError(op, f.addr, err)
-			if errors.Is(err, transport.ErrNotSent) {
-				kv.hints[op.partition].Store(nil)
-			}
-		} else {
-			resp := &resps[i]
-			r.res = store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied}
-			r.err = decodeError(op.partition, resp)
-		}
-		op.done <- r
+	var resps []opResponse
+	err := ctx.Err()
+	if err != nil {
+		// Cancelled by Close, or every caller's deadline passed: nothing leaves.
+		err = fmt.Errorf("%w: %w", transport.ErrNotSent, err)
+	} else {
+		resps, err = kv.callOps(ctx, f.addr, batch)
 	}
+	if len(batch) > 1 && errors.Is(err, transport.ErrUnknownKind) {
+		// A peer from before batches, met during a rolling upgrade. The batch did not run
+		// there, so each operation goes on its own, side by side.
+		var wg sync.WaitGroup
+		for _, op := range batch {
+			wg.Go(func() {
+				resps, err := kv.callOps(ctx, f.addr, []*forwardedOp{op})
+				f.answer(op, resps, 0, err)
+			})
+		}
+		wg.Wait()
+		return
+	}
+	for i, op := range batch {
+		f.answer(op, resps, i, err)
+	}
+}
+
+// answer hands op its outcome: resps[i], or what err, the failure of its call, means for it.
+func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error) {
+	var r forwardResult
+	if err != nil {
+		r.err = forwardError(op, f.addr, err)
+		if errors.Is(err, transport.ErrNotSent) {
+			f.kv.hints[op.partition].Store(nil)
+		}
+	} else {
+		resp := &resps[i]
+		r.res = store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied}
+		r.err = decodeError(op.partition, resp)
+	}
+	op.done <- r
 }
 
 // callOps sends batch to the node at addr and returns its answers, one per operation in

@@ -162,6 +162,35 @@ func TestForwardAbandonedWhileQueuedIsNotSent(t *testing.T) {
 	}
 }
 
+// A peer without the batch handler (an older version, during a rolling upgrade) refuses the
+// batch unrun; its operations then go one by one and all succeed.
+func TestForwardFallsBackForAPeerWithoutBatches(t *testing.T) {
+	n := startGatedNode(t)
+	n.kv.trans.Handle(kindOpBatch, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const queued = 3
+	errs := make(chan error, forwardBatches+queued)
+	n.fillWire(t, ctx, errs)
+	for i := range queued {
+		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
+	}
+	n.waitQueue(t, forwardBatches, queued)
+	close(n.gate)
+	for range forwardBatches + queued {
+		if err := <-errs; err != nil {
+			t.Errorf("forwarded Set to a peer without batches: %v", err)
+		}
+	}
+	for i := range queued {
+		key := fmt.Sprint("queued-", i)
+		if v, err := n.kv.Get(ctx, key); err != nil || string(v) != "v-"+key {
+			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
+		}
+	}
+}
+
 // Close answers every operation still queued and waits for the batches on the wire.
 func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
 	n := startGatedNode(t)

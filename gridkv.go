@@ -44,7 +44,7 @@ type GridKV struct {
 
 	closed    atomic.Bool
 	done      chan struct{}
-	ctx       context.Context // cancelled when done closes
+	ctx       context.Context // cancelled by Close once forwarding stops taking operations
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
@@ -178,7 +178,6 @@ func (kv *GridKV) Close() error {
 	kv.closeOnce.Do(func() {
 		kv.closed.Store(true)
 		close(kv.done)
-		kv.cancel()
 		kv.closeForwarders()
 		kv.wg.Wait()
 		kv.handOffLeadership()
