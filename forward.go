@@ -224,20 +224,13 @@ func (f *forwarder) send(batch []*forwardedOp) {
 			latest = op.deadline
 		}
 	}
-	ctx, cancel := context.WithCancel(kv.ctx)
-	defer cancel()
+	ctx := kv.ctx // cancelled by Close
 	if !latest.IsZero() {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	var resps []opResponse
-	err := ctx.Err()
-	if err != nil {
-		// Cancelled by Close, or every caller's deadline passed: nothing leaves.
-		err = fmt.Errorf("%w: %w", transport.ErrNotSent, err)
-	} else {
-		resps, err = kv.callOps(ctx, f.addr, batch)
-	}
+	resps, err := kv.callOps(ctx, f.addr, batch)
 	if len(batch) > 1 && errors.Is(err, transport.ErrUnknownKind) {
 		// A peer from before batches, met during a rolling upgrade. The batch did not run
 		// there, so each operation goes on its own, side by side.

@@ -17,8 +17,9 @@ var (
 	ErrUnknownKind = errors.New("transport: no handler for request kind")
 
 	// ErrNotSent wraps a Call failure where no byte of the request left this
-	// node (the peer could not be reached): the handler certainly did not run,
-	// so the request may be sent again, there or elsewhere.
+	// node (the peer could not be reached, ctx had already ended, or the
+	// Transport is closed): the handler certainly did not run, so the request
+	// may be sent again, there or elsewhere.
 	ErrNotSent = errors.New("transport: request not sent")
 )
 

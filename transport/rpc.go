@@ -46,10 +46,10 @@ func (t *Transport) Handle(kind uint8, h Handler) {
 // one.
 func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byte) ([]byte, error) {
 	if t.isClosed() {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, t.callError(ctx, addr, kind, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {

@@ -132,9 +132,9 @@ func TestCallContextCancel(t *testing.T) {
 		t.Fatalf("Call with deadline: err=%v after %v", err, time.Since(start))
 	}
 
-	// An already-cancelled ctx fails without touching the network.
-	if _, err := a.Call(ctx, b.Addr(), kindEcho, nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Call with expired ctx: %v", err)
+	// An already-cancelled ctx fails without touching the network, and says nothing was sent.
+	if _, err := a.Call(ctx, b.Addr(), kindEcho, nil); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Call with expired ctx: %v, want context.DeadlineExceeded and ErrNotSent", err)
 	}
 	// The connection is still fine afterwards.
 	if _, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("ok")); err != nil {
@@ -221,8 +221,8 @@ func TestCallUnreachableAndClosed(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := a.Call(context.Background(), addr, kindEcho, nil); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Call after Close: %v", err)
+	if _, err := a.Call(context.Background(), addr, kindEcho, nil); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Call after Close: %v, want ErrClosed and ErrNotSent", err)
 	}
 }
 
