@@ -344,9 +344,7 @@ func (kv *GridKV) serveOpBatch(ctx context.Context, from string, b []byte) ([]by
 					resps[i] = opResponse{Code: codeFailed, Msg: fmt.Sprintf("panic: %v", r)}
 				}
 			}()
-			res, err := kv.runOpWithin(ctx, &reqs[i])
-			resps[i] = opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
-			encodeError(err, &resps[i])
+			resps[i] = kv.answerOp(ctx, &reqs[i])
 		}
 		if i == len(reqs)-1 {
 			run()
@@ -356,14 +354,4 @@ func (kv *GridKV) serveOpBatch(ctx context.Context, from string, b []byte) ([]by
 	}
 	wg.Wait()
 	return marshal(resps)
-}
-
-// runOpWithin runs req within the time its caller gave it.
-func (kv *GridKV) runOpWithin(ctx context.Context, req *opRequest) (store.Result, error) {
-	if req.TimeoutMS > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
-		defer cancel()
-	}
-	return kv.runOp(ctx, req)
 }

@@ -279,10 +279,21 @@ func (kv *GridKV) serveOp(ctx context.Context, from string, b []byte) ([]byte, e
 	if err := unmarshal(b, &req); err != nil {
 		return nil, err
 	}
-	res, err := kv.runOpWithin(ctx, &req)
+	resp := kv.answerOp(ctx, &req)
+	return marshal(&resp)
+}
+
+// answerOp runs req within the time its caller gave it and returns its answer.
+func (kv *GridKV) answerOp(ctx context.Context, req *opRequest) opResponse {
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	res, err := kv.runOp(ctx, req)
 	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
 	encodeError(err, &resp)
-	return marshal(&resp)
+	return resp
 }
 
 func (kv *GridKV) runOp(ctx context.Context, req *opRequest) (store.Result, error) {
