@@ -88,6 +88,38 @@ func (n *gatedNode) waitQueue(t *testing.T, sending, queued int) {
 	}
 }
 
+// queueSets starts count Sets of the keys queued-0.. behind the calls fillWire holds, and
+// waits until they are all queued; each one's error goes to errs.
+func (n *gatedNode) queueSets(t *testing.T, ctx context.Context, errs chan<- error, count int) {
+	t.Helper()
+	for i := range count {
+		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
+	}
+	n.waitQueue(t, forwardBatches, count)
+}
+
+// release opens the gate and requires the next count errors to be nil.
+func (n *gatedNode) release(t *testing.T, errs <-chan error, count int) {
+	t.Helper()
+	close(n.gate)
+	for range count {
+		if err := <-errs; err != nil {
+			t.Errorf("forwarded Set: %v", err)
+		}
+	}
+}
+
+// checkSets requires the keys queued-0..count-1 to hold what queueSets wrote.
+func (n *gatedNode) checkSets(t *testing.T, ctx context.Context, count int) {
+	t.Helper()
+	for i := range count {
+		key := fmt.Sprint("queued-", i)
+		if v, err := n.kv.Get(ctx, key); err != nil || string(v) != "v-"+key {
+			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
+		}
+	}
+}
+
 // While forwardBatches calls are on the wire, further operations wait, and all of them leave
 // in the next call.
 func TestForwardBatchesWhileCallsAreOnTheWire(t *testing.T) {
@@ -98,29 +130,15 @@ func TestForwardBatchesWhileCallsAreOnTheWire(t *testing.T) {
 	const queued = 10
 	errs := make(chan error, forwardBatches+queued)
 	n.fillWire(t, ctx, errs)
-	for i := range queued {
-		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
-	}
-	n.waitQueue(t, forwardBatches, queued)
-	close(n.gate)
-	for range forwardBatches + queued {
-		if err := <-errs; err != nil {
-			t.Errorf("forwarded Set: %v", err)
-		}
-	}
+	n.queueSets(t, ctx, errs, queued)
+	n.release(t, errs, forwardBatches+queued)
 
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if len(n.batches) != 1 || n.batches[0] != queued {
 		t.Errorf("batch calls carried %v operations; want one call with all %d queued", n.batches, queued)
 	}
-	for i := range queued {
-		key := fmt.Sprint("queued-", i)
-		v, err := n.kv.Get(ctx, key)
-		if err != nil || string(v) != "v-"+key {
-			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
-		}
-	}
+	n.mu.Unlock()
+	n.checkSets(t, ctx, queued)
 }
 
 // An operation whose caller gives up while it waits in the queue is never sent, and its
@@ -142,12 +160,7 @@ func TestForwardAbandonedWhileQueuedIsNotSent(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || errors.Is(err, raftgroup.ErrOutcomeUnknown) {
 		t.Errorf("abandoned Set: %v; want context.Canceled without ErrOutcomeUnknown", err)
 	}
-	close(n.gate)
-	for range forwardBatches + 1 {
-		if err := <-errs; err != nil {
-			t.Errorf("forwarded Set: %v", err)
-		}
-	}
+	n.release(t, errs, forwardBatches+1)
 
 	if _, err := n.kv.Get(ctx, "abandoned"); !errors.Is(err, ErrKeyNotFound) {
 		t.Errorf("Get abandoned: %v; want ErrKeyNotFound", err)
@@ -173,22 +186,9 @@ func TestForwardFallsBackForAPeerWithoutBatches(t *testing.T) {
 	const queued = 3
 	errs := make(chan error, forwardBatches+queued)
 	n.fillWire(t, ctx, errs)
-	for i := range queued {
-		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
-	}
-	n.waitQueue(t, forwardBatches, queued)
-	close(n.gate)
-	for range forwardBatches + queued {
-		if err := <-errs; err != nil {
-			t.Errorf("forwarded Set to a peer without batches: %v", err)
-		}
-	}
-	for i := range queued {
-		key := fmt.Sprint("queued-", i)
-		if v, err := n.kv.Get(ctx, key); err != nil || string(v) != "v-"+key {
-			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
-		}
-	}
+	n.queueSets(t, ctx, errs, queued)
+	n.release(t, errs, forwardBatches+queued)
+	n.checkSets(t, ctx, queued)
 }
 
 // Close answers every operation still queued and waits for the batches on the wire.
@@ -199,10 +199,7 @@ func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
 
 	errs := make(chan error, forwardBatches+3)
 	n.fillWire(t, ctx, errs)
-	for i := range 3 {
-		go func() { errs <- n.set(ctx, fmt.Sprint("queued-", i)) }()
-	}
-	n.waitQueue(t, forwardBatches, 3)
+	n.queueSets(t, ctx, errs, 3)
 	if err := n.kv.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
