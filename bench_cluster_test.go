@@ -3,6 +3,7 @@ package gridkv_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,10 +12,21 @@ import (
 	"github.com/feellmoose/gridkv/internal/cluster"
 )
 
-// BenchmarkCluster3Set measures Set (W=2) on a 3-node in-process cluster, clients spread over
-// the nodes. Run with -cpuprofile to see where a write's time goes.
+// BenchmarkCluster3Set measures Set (W=2) on a 3-node in-process cluster with 100 clients
+// spread over the nodes, at the default partition count and at the earlier default of 16. It
+// reports the commands per Raft log entry (cmds/entry): a group's entry carries only the
+// commands waiting on it, so fewer partitions batch better. Run with -cpuprofile to see where
+// a write's time goes.
 func BenchmarkCluster3Set(b *testing.B) {
-	c := cluster.Start(b, 3, nil)
+	for _, partitions := range []int{gridkv.DefaultPartitions, 16} {
+		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
+			benchmarkCluster3Set(b, partitions)
+		})
+	}
+}
+
+func benchmarkCluster3Set(b *testing.B, partitions int) {
+	c := cluster.Start(b, 3, func(_ int, o *gridkv.GridKVOptions) { o.Partitions = partitions })
 	c.WaitReady(b, 60*time.Second)
 	cluster.WaitFor(b, 60*time.Second, "full replication", func() bool {
 		for _, p := range c.Node(0).KV.Status().Partitions {
@@ -25,9 +37,18 @@ func BenchmarkCluster3Set(b *testing.B) {
 		return true
 	})
 	nodes := c.Live()
+	batching := func() (entries, commands uint64) {
+		for _, n := range nodes {
+			e, c := gridkv.Batching(n.KV)
+			entries += e
+			commands += c
+		}
+		return entries, commands
+	}
 	var next atomic.Int64
 	value := make([]byte, 64)
-	b.SetParallelism(32)
+	b.SetParallelism((100 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	entries0, commands0 := batching()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := next.Add(1)
@@ -41,6 +62,10 @@ func BenchmarkCluster3Set(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	if entries, commands := batching(); entries > entries0 {
+		b.ReportMetric(float64(commands-commands0)/float64(entries-entries0), "cmds/entry")
+	}
 }
 
 // BenchmarkSingleNodeStaleGet measures the stale read path of one node.

@@ -87,3 +87,14 @@ func ReplicaOf(kv *GridKV, key string) any {
 	}
 	return nil
 }
+
+// Batching sums, over the partitions kv hosts, the log entries its replicas proposed as leader
+// and the commands those entries carried.
+func Batching(kv *GridKV) (entries, commands uint64) {
+	for _, g := range kv.groups.Hosted() {
+		e, c := g.Batching()
+		entries += e
+		commands += c
+	}
+	return entries, commands
+}

@@ -41,6 +41,10 @@ type Group struct {
 
 	snapshotNow chan struct{} // requestSnapshot -> snapshotLoop
 
+	// entries and commands count the log entries this replica proposed as leader and the
+	// commands they carried: commands per entry is how well proposals batch.
+	entries, commands atomic.Uint64
+
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup

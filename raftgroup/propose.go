@@ -117,6 +117,8 @@ func (g *Group) batchLoop() {
 }
 
 func (g *Group) submit(batch []*proposal) {
+	g.entries.Add(1)
+	g.commands.Add(uint64(len(batch)))
 	cmds := make([]store.Command, len(batch))
 	watch := false
 	for i, p := range batch {
@@ -206,6 +208,12 @@ func (g *Group) resolveBatch(s submitted) {
 		}
 		p.finish(res, nil)
 	}
+}
+
+// Batching returns how many log entries this replica proposed as leader and how many commands
+// they carried.
+func (g *Group) Batching() (entries, commands uint64) {
+	return g.entries.Load(), g.commands.Load()
 }
 
 // failQueued answers every proposal still queued when the group stops.
