@@ -54,6 +54,11 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(t.opts.ReadTimeout)
+	} else if !time.Now().Before(deadline) {
+		// The deadline has passed but ctx's own timer may not have fired
+		// yet (a stream deadline at the same instant can fire first): the
+		// ctx is over all the same, so nothing is sent.
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, context.DeadlineExceeded))
 	}
 
 	p := t.peer(addr)

@@ -142,6 +142,29 @@ func TestCallContextCancel(t *testing.T) {
 	}
 }
 
+// lateTimerCtx is a context whose deadline has passed but whose timer has
+// not fired yet, so Err is still nil: the moment CI once caught between a
+// stream deadline expiring and the context noticing the same instant.
+type lateTimerCtx struct{ context.Context }
+
+func (lateTimerCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+func TestCallPastDeadlineIsNotSent(t *testing.T) {
+	a, b := pairWithHandlers(t, testOptions())
+	// A finished call leaves a connection and an idle stream behind, so a
+	// late Call would find everything ready to write on.
+	if _, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("warm")); err != nil {
+		t.Fatalf("warm-up Call: %v", err)
+	}
+	ctx := lateTimerCtx{context.Background()}
+	if _, err := a.Call(ctx, b.Addr(), kindEcho, nil); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Call past its deadline: %v, want context.DeadlineExceeded and ErrNotSent", err)
+	}
+	if _, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("ok")); err != nil {
+		t.Fatalf("Call after the late one: %v", err)
+	}
+}
+
 func TestCallWithoutDeadlineIsCappedByReadTimeout(t *testing.T) {
 	opts := testOptions()
 	opts.ReadTimeout = 300 * time.Millisecond
