@@ -68,6 +68,12 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (sto
 	op := &forwardedOp{partition: req.Partition, read: req.Op == opGet, done: make(chan forwardResult, 1)}
 	op.deadline, _ = ctx.Deadline()
 	req.TimeoutMS = 0
+	req.VouchServer, req.VouchTerm = "", 0
+	if op.read && !req.Stale {
+		if g := kv.groups.Group(req.Partition); g != nil {
+			req.VouchServer, req.VouchTerm = g.ServerID(), g.Term()
+		}
+	}
 	if !op.deadline.IsZero() {
 		req.TimeoutMS = max(time.Until(op.deadline).Milliseconds(), 1)
 	}

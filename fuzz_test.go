@@ -154,6 +154,10 @@ func FuzzOpBatch(f *testing.F) {
 		{Partition: 1, Op: opGet, Key: k1, TimeoutMS: 2000},
 	}))
 	f.Add(mustMarshal(f, []opRequest{
+		{Partition: 1, Op: opGet, Key: k1, VouchServer: "fuzz/1", VouchTerm: 1, TimeoutMS: 2000},
+		{Partition: 0, Op: opGet, Key: k0, VouchServer: "other/2", VouchTerm: ^uint64(0), TimeoutMS: 2000},
+	}))
+	f.Add(mustMarshal(f, []opRequest{
 		{Partition: 0, Op: opCAS, Key: k0, Value: []byte("w"), TimeoutMS: 2000},
 		{Partition: 1, Op: opSet, Key: k0}, // the wrong partition
 		{Partition: -1, Op: 200, Key: ""},  // everything wrong
@@ -185,6 +189,38 @@ func FuzzOpBatch(f *testing.F) {
 		}
 		if len(resps) != len(reqs) {
 			t.Fatalf("%d answers to %d requests", len(resps), len(reqs))
+		}
+	})
+}
+
+// FuzzTermChecks feeds arbitrary bytes to the handler of a leader's term checks. It must not
+// panic; it rejects the bytes or answers one boolean per check.
+func FuzzTermChecks(f *testing.F) {
+	f.Add(mustMarshal(f, []raftgroup.TermCheck{{Partition: 0, Server: "fuzz/1", Term: 1}, {Partition: 3, Server: "x", Term: 0}}))
+	f.Add(mustMarshal(f, []raftgroup.TermCheck{{Partition: -1}, {Partition: 1 << 40, Term: ^uint64(0)}}))
+	f.Add(mustMarshal(f, []raftgroup.TermCheck{}))
+	f.Add(mustMarshal(f, make([]raftgroup.TermCheck, raftgroup.MaxTermChecks+1))) // one too many
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})                                   // an array claiming 2^32-1 checks
+
+	kv := startFuzzNode(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := kv.serveTermChecks(context.Background(), "fuzz", data)
+		if err != nil {
+			if out != nil {
+				t.Fatalf("rejection returned %d bytes", len(out))
+			}
+			return
+		}
+		var checks []raftgroup.TermCheck
+		if err := unmarshal(data, &checks); err != nil {
+			t.Fatalf("serveTermChecks accepted bytes that do not decode: %v", err)
+		}
+		var oks []bool
+		if err := unmarshal(out, &oks); err != nil {
+			t.Fatalf("the node answered with a response it cannot decode: %v", err)
+		}
+		if len(oks) != len(checks) {
+			t.Fatalf("%d answers to %d checks", len(oks), len(checks))
 		}
 	})
 }

@@ -86,21 +86,23 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
 	}
 	kv.groups = raftgroup.NewManager(raftgroup.Config{
-		NodeID:      cfg.nodeID,
-		Incarnation: kv.incarnation,
-		Addr:        cfg.addr,
-		Partitions:  cfg.partitions,
-		Storage:     cfg.storage,
-		Accountant:  kv.acct,
-		Layer:       kv.trans.RaftLayer,
-		WaitApplied: kv.callWaitApplied,
-		Timing:      cfg.timings.Raft,
-		Logger:      log,
+		NodeID:       cfg.nodeID,
+		Incarnation:  kv.incarnation,
+		Addr:         cfg.addr,
+		Partitions:   cfg.partitions,
+		Storage:      cfg.storage,
+		Accountant:   kv.acct,
+		Layer:        kv.trans.RaftLayer,
+		WaitApplied:  kv.callWaitApplied,
+		ConfirmTerms: kv.callTermChecks,
+		Timing:       cfg.timings.Raft,
+		Logger:       log,
 	})
 	kv.trans.Handle(kindOp, kv.serveOp)
 	kv.trans.Handle(kindOpBatch, kv.serveOpBatch)
 	kv.trans.Handle(kindWaitApplied, kv.serveWaitApplied)
 	kv.trans.Handle(kindRemoved, kv.serveRemoved)
+	kv.trans.Handle(kindTermChecks, kv.serveTermChecks)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
 	bootstrap := len(cfg.seeds) == 0

@@ -100,7 +100,7 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 		fellBack = true
 	}
 	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
-		return readReplica(ctx, g, key, false)
+		return readReplica(ctx, g, key, g.ReadIndex)
 	}, &opRequest{Partition: p, Op: opGet, Key: key})
 	if err != nil && !errors.Is(err, store.ErrKeyNotFound) {
 		return Entry{}, err
@@ -118,11 +118,11 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	return Entry{Key: key, Value: resp.Value, Version: resp.Version}, nil
 }
 
-// readReplica reads key from g, through its read index unless stale, and reports the
+// readReplica reads key from g once readIndex (nil for a stale read) returns, and reports the
 // replica's applied index after the read.
-func readReplica(ctx context.Context, g *raftgroup.Group, key string, stale bool) (store.Result, error) {
-	if !stale {
-		if err := g.ReadIndex(ctx); err != nil {
+func readReplica(ctx context.Context, g *raftgroup.Group, key string, readIndex func(context.Context) error) (store.Result, error) {
+	if readIndex != nil {
+		if err := readIndex(ctx); err != nil {
 			return store.Result{}, err
 		}
 	}
@@ -318,7 +318,16 @@ func (kv *GridKV) runOp(ctx context.Context, req *opRequest) (store.Result, erro
 		return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition, LeaderID: id, LeaderAddr: addr}
 	}
 	if req.Op == opGet {
-		return readReplica(ctx, g, req.Key, req.Stale)
+		switch {
+		case req.Stale:
+			return readReplica(ctx, g, req.Key, nil)
+		case req.VouchServer != "":
+			return readReplica(ctx, g, req.Key, func(ctx context.Context) error {
+				return g.ReadIndexVouched(ctx, req.VouchServer, req.VouchTerm)
+			})
+		default:
+			return readReplica(ctx, g, req.Key, g.ReadIndex)
+		}
 	}
 	cmd := store.Command{Key: req.Key, Value: req.Value, Version: req.Version}
 	switch req.Op {
@@ -363,6 +372,34 @@ func (kv *GridKV) serveWaitApplied(ctx context.Context, from string, b []byte) (
 		defer cancel()
 	}
 	return nil, kv.groups.WaitApplied(ctx, req.Partition, req.Index)
+}
+
+// callTermChecks asks the node at addr to answer a leader's term checks (raftgroup/confirm.go).
+func (kv *GridKV) callTermChecks(ctx context.Context, addr string, checks []raftgroup.TermCheck) ([]bool, error) {
+	b, err := marshal(checks)
+	if err != nil {
+		return nil, err
+	}
+	out, err := kv.trans.Call(ctx, addr, kindTermChecks, b)
+	if err != nil {
+		return nil, err
+	}
+	var oks []bool
+	if err := unmarshal(out, &oks); err != nil {
+		return nil, err
+	}
+	return oks, nil
+}
+
+func (kv *GridKV) serveTermChecks(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var checks []raftgroup.TermCheck
+	if err := unmarshal(b, &checks); err != nil {
+		return nil, err
+	}
+	if len(checks) > raftgroup.MaxTermChecks {
+		return nil, fmt.Errorf("gridkv: %d term checks in one request, at most %d", len(checks), raftgroup.MaxTermChecks)
+	}
+	return marshal(kv.groups.CheckTerms(checks))
 }
 
 // callRemoved asks the node at addr, the leader of partition p as far as this node knows,

@@ -16,6 +16,7 @@ const (
 	kindWaitApplied uint8 = 2 // a leader asking a replica to report once it applied an index
 	kindRemoved     uint8 = 3 // a replica asking its group's leader whether it was removed for good
 	kindOpBatch     uint8 = 4 // several kindOp requests in one msgpack array, answered in order
+	kindTermChecks  uint8 = 5 // a leader's term checks for linearizable reads (raftgroup.TermCheck)
 )
 
 // opKind is the operation of a forwarded request.
@@ -38,9 +39,13 @@ type opRequest struct {
 	Value     []byte `msgpack:"v,omitempty"`
 	Version   uint64 `msgpack:"ver,omitempty"`
 	Stale     bool   `msgpack:"s,omitempty"` // answer from the receiving replica, no read index; no caller sends it at present
-	Ack       int    `msgpack:"a,omitempty"`
-	Replicas  int    `msgpack:"r,omitempty"`
-	TimeoutMS int64  `msgpack:"t"`
+	// Linearizable reads: the sender's replica of Partition (its server ID) and its term,
+	// read after the read began; raftgroup.Group.ReadIndexVouched counts it as a vote.
+	VouchServer string `msgpack:"vs,omitempty"`
+	VouchTerm   uint64 `msgpack:"vt,omitempty"`
+	Ack         int    `msgpack:"a,omitempty"`
+	Replicas    int    `msgpack:"r,omitempty"`
+	TimeoutMS   int64  `msgpack:"t"`
 }
 
 // Response codes of an opResponse; each maps to one error on the caller's side.

@@ -36,14 +36,20 @@ type Group struct {
 	// readyTerm is the term in which this replica, as leader, completed a barrier: from then
 	// on its commit index covers every earlier term's entries and it may serve reads.
 	readyTerm atomic.Uint64
-	// barrierIndex is the log index of that barrier; owned by readLoop.
-	barrierIndex uint64
+	// barrierIndex is the log index of that barrier, stored before readyTerm.
+	barrierIndex atomic.Uint64
 
 	snapshotNow chan struct{} // requestSnapshot -> snapshotLoop
 
 	// entries and commands count the log entries this replica proposed as leader and the
 	// commands they carried: commands per entry is how well proposals batch.
 	entries, commands atomic.Uint64
+	// readRounds counts the read rounds this replica ran as leader, heartbeatRounds those of
+	// them that needed raft's heartbeat round, and vouchedReads the forwarded reads that
+	// needed no round at all.
+	readRounds, heartbeatRounds, vouchedReads atomic.Uint64
+	// preferredPeer is the raft.ServerID that last confirmed a read round's term: asked first.
+	preferredPeer atomic.Value
 
 	done      chan struct{}
 	closeOnce sync.Once

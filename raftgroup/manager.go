@@ -71,6 +71,9 @@ type Config struct {
 	Layer func(group uint32) raft.StreamLayer
 	// WaitApplied asks the node at addr to wait until its replica of group has applied index.
 	WaitApplied func(ctx context.Context, addr string, group int, index uint64) error
+	// ConfirmTerms (optional) asks the node at addr to answer term checks with its
+	// Manager's CheckTerms. Without it every linearizable read round is a heartbeat round.
+	ConfirmTerms func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error)
 
 	Timing Timing       // zero: DefaultTiming()
 	Logger *slog.Logger // nil: discard
@@ -78,8 +81,9 @@ type Config struct {
 
 // Manager owns the groups this node hosts. Safe for concurrent use.
 type Manager struct {
-	cfg    Config
-	groups []atomic.Pointer[Group] // by partition; nil when not hosted. Lock-free for the hot path.
+	cfg     Config
+	groups  []atomic.Pointer[Group] // by partition; nil when not hosted. Lock-free for the hot path.
+	confirm *termConfirmer          // nil without Config.ConfirmTerms
 
 	mu     sync.Mutex // serialises Open, Drop and Close; guards closed and failed
 	closed bool
@@ -97,7 +101,11 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, groups: make([]atomic.Pointer[Group], cfg.Partitions), failed: make(map[int]bool)}
+	m := &Manager{cfg: cfg, groups: make([]atomic.Pointer[Group], cfg.Partitions), failed: make(map[int]bool)}
+	if cfg.ConfirmTerms != nil {
+		m.confirm = newTermConfirmer(cfg.ConfirmTerms, cfg.Timing.HeartbeatTimeout, cfg.Logger)
+	}
+	return m
 }
 
 // Group returns the hosted group of partition p, or nil.
@@ -191,6 +199,9 @@ func (m *Manager) Close() error {
 		}()
 	}
 	wg.Wait()
+	if m.confirm != nil {
+		m.confirm.close()
+	}
 	return nil
 }
 

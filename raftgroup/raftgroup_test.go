@@ -6,18 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/feellmoose/gridkv/transport"
 	"github.com/hashicorp/raft"
+	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const kindWait uint8 = 9
+const (
+	kindWait       uint8 = 9
+	kindTermChecks uint8 = 10
+)
 
 // node is one manager on its own transport.
 type node struct {
@@ -25,6 +30,9 @@ type node struct {
 	inc uint64
 	tr  *transport.Transport
 	m   *Manager
+
+	refuseTermChecks atomic.Bool // answer term checks with an error, as an old version would
+	stallTermChecks  atomic.Bool // answer term checks only when the caller gives up
 }
 
 func fastTiming() Timing {
@@ -61,7 +69,33 @@ func startNode(t *testing.T, id string, inc uint64, addr string, partitions int)
 			_, err := tr.Call(ctx, addr, kindWait, b[:])
 			return err
 		},
+		ConfirmTerms: func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error) {
+			b, err := msgpack.Marshal(checks)
+			if err != nil {
+				return nil, err
+			}
+			out, err := tr.Call(ctx, addr, kindTermChecks, b)
+			if err != nil {
+				return nil, err
+			}
+			var oks []bool
+			return oks, msgpack.Unmarshal(out, &oks)
+		},
 		Timing: fastTiming(),
+	})
+	tr.Handle(kindTermChecks, func(ctx context.Context, from string, req []byte) ([]byte, error) {
+		if n.refuseTermChecks.Load() {
+			return nil, errors.New("term checks refused")
+		}
+		if n.stallTermChecks.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		var checks []TermCheck
+		if err := msgpack.Unmarshal(req, &checks); err != nil {
+			return nil, err
+		}
+		return msgpack.Marshal(n.m.CheckTerms(checks))
 	})
 	tr.Handle(kindWait, func(ctx context.Context, from string, req []byte) ([]byte, error) {
 		if len(req) != 16 {
@@ -252,18 +286,24 @@ func TestLostLeadershipRetriesReadsOnly(t *testing.T) {
 func TestReadIndexSeesCommittedWrites(t *testing.T) {
 	nodes := threeNodes(t, 1)
 	g := formGroup(t, 0, nodes)
-	ctx := context.Background()
 	for i := 0; i < 20; i++ {
-		key := fmt.Sprintf("k%d", i)
-		if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: key, Value: []byte(key)}, WriteLevel{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := g.ReadIndex(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if v, _, ok := g.Partition().Get(key); !ok || string(v) != key {
-			t.Fatalf("after ReadIndex, %s = %q, %v", key, v, ok)
-		}
+		writeThenRead(t, g, fmt.Sprintf("k%d", i))
+	}
+}
+
+// writeThenRead writes key = key through leader g, runs a read index, and checks the local
+// partition then holds the write.
+func writeThenRead(t *testing.T, g *Group, key string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: key, Value: []byte(key)}, WriteLevel{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, ok := g.Partition().Get(key); !ok || string(v) != key {
+		t.Fatalf("after ReadIndex, %s = %q, %v", key, v, ok)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // ReadIndex returns nil once this replica's state machine reflects every write that committed
 // before the call, with this replica confirmed as leader meanwhile: a read of the local
 // partition after it is linearizable. Every read waiting at the same moment shares one
-// leadership confirmation (one heartbeat round).
+// leadership confirmation (one round of term checks, see confirm.go).
 func (g *Group) ReadIndex(ctx context.Context) error {
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
@@ -83,12 +83,16 @@ func (g *Group) readRound() error {
 		if !ok {
 			return fmt.Errorf("raftgroup: partition %d: barrier future has no index", g.id)
 		}
-		g.barrierIndex = ib.Index()
+		g.barrierIndex.Store(ib.Index())
 		g.readyTerm.Store(term)
 	}
 	index := g.raft.CommitIndex()
-	if err := g.await(g.raft.VerifyLeader()); err != nil {
-		return g.mapRaftError(err, false)
+	g.readRounds.Add(1)
+	if !g.confirmTerm(ctx, term) {
+		g.heartbeatRounds.Add(1)
+		if err := g.await(g.raft.VerifyLeader()); err != nil {
+			return g.mapRaftError(err, false)
+		}
 	}
 	// Leadership confirmed in the same term that produced index: no other leader can have
 	// committed anything newer in between.
@@ -110,8 +114,62 @@ func (g *Group) readRound() error {
 // later entry is a command or a configuration change, and those advance the state machine's
 // applied index.
 func (g *Group) waitCovered(ctx context.Context, index uint64) error {
-	if index <= g.barrierIndex {
+	return g.waitCoveredBy(ctx, index, g.barrierIndex.Load())
+}
+
+func (g *Group) waitCoveredBy(ctx context.Context, index, barrier uint64) error {
+	if index <= barrier {
 		return nil
 	}
 	return g.waitApplied(ctx, index)
+}
+
+// Term returns this replica's current Raft term: what a linearizable read forwarded from here
+// carries as this replica's vouch (see ReadIndexVouched).
+func (g *Group) Term() uint64 { return g.raft.CurrentTerm() }
+
+// ReadIndexVouched is ReadIndex for a read forwarded by another replica of the group, server,
+// which read its own term as at most term after the read began. That counts as its answer to
+// a term check (confirm.go): when this leader and the voucher are a majority of the voters,
+// the read needs no round of its own. Otherwise, or when the vouch does not fit this term, it
+// is an ordinary ReadIndex.
+func (g *Group) ReadIndexVouched(ctx context.Context, server string, term uint64) error {
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	t := g.raft.CurrentTerm()
+	if term <= t && g.readyTerm.Load() == t && g.vouchIsMajority(raft.ServerID(server)) {
+		index := g.raft.CommitIndex()
+		barrier := g.barrierIndex.Load()
+		// Leader in the same term before and after reading both: they are this term's.
+		if g.raft.State() == raft.Leader && g.raft.CurrentTerm() == t {
+			g.vouchedReads.Add(1)
+			return g.waitCoveredBy(ctx, index, barrier)
+		}
+	}
+	return g.ReadIndex(ctx)
+}
+
+// vouchIsMajority reports whether this replica and server are both voters in the latest
+// configuration and together a majority of its voters.
+func (g *Group) vouchIsMajority(server raft.ServerID) bool {
+	if server == g.self {
+		return false
+	}
+	voters, self, other := 0, false, false
+	for _, s := range g.raft.GetConfiguration().Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		self = self || s.ID == g.self
+		other = other || s.ID == server
+	}
+	return self && other && 2 >= voters/2+1
+}
+
+// ReadStats counts, since the replica started, the read rounds it ran as leader, how many of
+// them fell back to a heartbeat round, and the forwarded reads served on a vouch alone.
+func (g *Group) ReadStats() (rounds, heartbeatRounds, vouched uint64) {
+	return g.readRounds.Load(), g.heartbeatRounds.Load(), g.vouchedReads.Load()
 }
