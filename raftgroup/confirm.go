@@ -60,11 +60,8 @@ const termCheckHedge = 10 * time.Millisecond
 //
 // Only as many peers as a majority needs are asked at first, the one that last said yes
 // leading; the others are asked when one says no or termCheckHedge passes without a majority.
+// While answers are late it gives up as soon as this replica is no longer leader in term.
 func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
-	c := g.m.confirm
-	if c == nil {
-		return false
-	}
 	cfg := g.raft.GetConfiguration().Configuration() // a copy raft keeps; no trip through its loop
 	voters, isVoter := 0, false
 	peers := make([]raft.Server, 0, len(cfg.Servers))
@@ -85,6 +82,10 @@ func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
 	need := voters / 2 // a majority is voters/2+1, this replica being one
 	if need == 0 {
 		return true
+	}
+	c := g.m.confirm
+	if c == nil {
+		return false
 	}
 	if pref, ok := g.preferredPeer.Load().(raft.ServerID); ok {
 		for i, s := range peers {
@@ -131,6 +132,11 @@ func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
 			for asked < len(peers) {
 				askNext()
 			}
+			// Answers are slow: stop waiting once this replica is deposed.
+			if g.raft.State() != raft.Leader || g.raft.CurrentTerm() != term {
+				return false
+			}
+			hedge.Reset(termCheckHedge)
 		case <-ctx.Done():
 			return false
 		case <-g.done:
@@ -199,26 +205,39 @@ func (c *termConfirmer) ask(addr string, check TermCheck, peer int, answer chan<
 // send calls addr with whatever is queued for it until nothing is.
 func (c *termConfirmer) send(addr string, q *checkQueue) {
 	defer c.wg.Done()
-	var checks []TermCheck
+	var (
+		batch  []pendingCheck
+		checks []TermCheck // what goes on the wire: many reads of a group ask the same
+		at     []int       // batch[i] is answered by checks[at[i]]
+		slot   = make(map[TermCheck]int)
+	)
 	for {
+		batch, checks, at = batch[:0], checks[:0], at[:0]
+		clear(slot)
 		c.mu.Lock()
-		batch := q.waiting
-		if len(batch) > MaxTermChecks {
-			batch, q.waiting = batch[:MaxTermChecks], batch[MaxTermChecks:]
-		} else {
-			q.waiting = nil
+		n := 0
+		for _, p := range q.waiting {
+			j, ok := slot[p.check]
+			if !ok {
+				if len(checks) == MaxTermChecks {
+					break
+				}
+				j = len(checks)
+				slot[p.check] = j
+				checks = append(checks, p.check)
+			}
+			batch = append(batch, p)
+			at = append(at, j)
+			n++
 		}
-		if len(batch) == 0 {
+		q.waiting = append(q.waiting[:0], q.waiting[n:]...)
+		if n == 0 {
 			delete(c.peers, addr)
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
 
-		checks = checks[:0]
-		for _, p := range batch {
-			checks = append(checks, p.check)
-		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
 		oks, err := c.call(ctx, addr, checks)
 		cancel()
@@ -229,7 +248,7 @@ func (c *termConfirmer) send(addr string, q *checkQueue) {
 			c.logger.Debug("term checks failed; reads fall back to a heartbeat round", "peer", addr, "checks", len(checks), "error", err)
 		}
 		for i, p := range batch {
-			p.answer <- checkAnswer{peer: p.peer, ok: err == nil && oks[i]}
+			p.answer <- checkAnswer{peer: p.peer, ok: err == nil && oks[at[i]]}
 		}
 	}
 }

@@ -43,7 +43,7 @@ func TestCheckTerms(t *testing.T) {
 	}
 }
 
-// Read rounds are confirmed by term checks while a majority answers them, also when the peer
+// Reads are confirmed by their term checks while a majority answers them, also when the peer
 // asked first says no or says nothing, and by raft's heartbeat round when no majority does;
 // either way the read sees what was written before it.
 func TestReadRoundsUseTermChecks(t *testing.T) {
@@ -59,21 +59,23 @@ func TestReadRoundsUseTermChecks(t *testing.T) {
 	phase := func(name string, wantHeartbeats bool) {
 		t.Helper()
 		term := g.Term()
-		rounds, heartbeats, _ := g.ReadStats()
+		before := g.ReadStats()
 		for end := i + 5; i < end; i++ {
 			writeThenRead(t, g, fmt.Sprintf("k%d", i))
 		}
-		r, h, _ := g.ReadStats()
-		r, h = r-rounds, h-heartbeats
+		after := g.ReadStats()
+		confirmed, heartbeats := after.Confirmed-before.Confirmed, after.HeartbeatRounds-before.HeartbeatRounds
 		switch {
-		case r == 0:
-			t.Fatalf("%s: no read rounds counted", name)
-		case wantHeartbeats && h != r:
-			t.Fatalf("%s: %d of %d rounds were heartbeat rounds, want all", name, h, r)
-		case !wantHeartbeats && h != 0 && g.Term() == term:
-			t.Fatalf("%s: %d of %d rounds fell back to a heartbeat round", name, h, r)
+		case g.Term() != term:
+			t.Logf("%s: the term changed; counts not checked", name) // an election under load; reads were still checked
+		case wantHeartbeats && (confirmed != 0 || heartbeats == 0):
+			t.Fatalf("%s: %d reads confirmed by term checks, %d heartbeat rounds; want none and some", name, confirmed, heartbeats)
+		case !wantHeartbeats && (confirmed != 5 || heartbeats != 0):
+			t.Fatalf("%s: %d of 5 reads confirmed by term checks, %d heartbeat rounds; want 5 and none", name, confirmed, heartbeats)
 		}
 	}
+
+	writeThenRead(t, g, "barrier") // the term's first read runs its barrier in a round
 
 	phase("every peer answering", false)
 	for _, p := range peers { // whichever is asked first, one says no
@@ -104,20 +106,20 @@ func TestReadIndexVouched(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rounds, _, vouched := g.ReadStats()
+	before := g.ReadStats()
 	if err := g.ReadIndexVouched(ctx, f.ServerID(), f.Term()); err != nil {
 		t.Fatal(err)
 	}
 	if v, _, ok := g.Partition().Get("k"); !ok || string(v) != "v" {
 		t.Fatalf("after a vouched read, k = %q, %v", v, ok)
 	}
-	r, _, vch := g.ReadStats()
-	if r != rounds || vch != vouched+1 {
-		t.Fatalf("a voter's vouch in this term: %d rounds and %d vouched reads, want 0 and 1", r-rounds, vch-vouched)
+	after := g.ReadStats()
+	if after.Vouched != before.Vouched+1 || after.Confirmed != before.Confirmed || after.Rounds != before.Rounds {
+		t.Fatalf("a voter's vouch in this term: before %+v, after %+v; want one vouched read and nothing else", before, after)
 	}
 
 	// Vouches that prove nothing: a term after the leader's, a server outside the group, the
-	// leader itself. Each read still succeeds, through a round of its own.
+	// leader itself. Each read still succeeds, confirmed by its own term checks.
 	for _, v := range []struct {
 		name, server string
 		term         uint64
@@ -126,13 +128,13 @@ func TestReadIndexVouched(t *testing.T) {
 		{"a stranger", "n9/1", g.Term()},
 		{"the leader itself", g.ServerID(), g.Term()},
 	} {
-		before, _, vouchedBefore := g.ReadStats()
+		before := g.ReadStats()
 		if err := g.ReadIndexVouched(ctx, v.server, v.term); err != nil {
 			t.Fatalf("%s: %v", v.name, err)
 		}
-		after, _, vouchedAfter := g.ReadStats()
-		if after != before+1 || vouchedAfter != vouchedBefore {
-			t.Errorf("vouch from %s: %d rounds, %d vouched reads; want 1 and 0", v.name, after-before, vouchedAfter-vouchedBefore)
+		after := g.ReadStats()
+		if after.Vouched != before.Vouched || after.Confirmed != before.Confirmed+1 {
+			t.Errorf("vouch from %s: before %+v, after %+v; want one read confirmed by term checks", v.name, before, after)
 		}
 	}
 

@@ -29,7 +29,7 @@ type Group struct {
 	raft     *raft.Raft
 	created  time.Time
 	proposal chan *proposal
-	reads    chan chan error
+	reads    chan readRequest
 	inflight chan struct{}  // one token per batch submitted to raft and not yet resolved
 	resolve  chan submitted // batches in log order, for the resolver goroutine
 
@@ -44,10 +44,8 @@ type Group struct {
 	// entries and commands count the log entries this replica proposed as leader and the
 	// commands they carried: commands per entry is how well proposals batch.
 	entries, commands atomic.Uint64
-	// readRounds counts the read rounds this replica ran as leader, heartbeatRounds those of
-	// them that needed raft's heartbeat round, and vouchedReads the forwarded reads that
-	// needed no round at all.
-	readRounds, heartbeatRounds, vouchedReads atomic.Uint64
+	// Read counters, see ReadStats.
+	confirmedReads, vouchedReads, readRounds, heartbeatRounds atomic.Uint64
 	// preferredPeer is the raft.ServerID that last confirmed a read round's term: asked first.
 	preferredPeer atomic.Value
 
@@ -66,7 +64,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		part:     store.NewPartition(cfg.Storage, cfg.Accountant),
 		created:  time.Now(),
 		proposal: make(chan *proposal, 4096),
-		reads:    make(chan chan error, 4096),
+		reads:    make(chan readRequest, 4096),
 		inflight: make(chan struct{}, cfg.Timing.MaxInflightBatches),
 		resolve:  make(chan submitted, cfg.Timing.MaxInflightBatches),
 		done:     make(chan struct{}),

@@ -10,15 +10,29 @@ import (
 
 // ReadIndex returns nil once this replica's state machine reflects every write that committed
 // before the call, with this replica confirmed as leader meanwhile: a read of the local
-// partition after it is linearizable. Every read waiting at the same moment shares one
-// leadership confirmation (one round of term checks, see confirm.go).
+// partition after it is linearizable.
+//
+// Leadership is confirmed by term checks (confirm.go), asked by the caller itself: checks of
+// many reads leave for a peer together and each is sent once. When they do not show a
+// majority, or the term has had no barrier yet, the read joins a round of the read loop,
+// where every read waiting at that moment shares one barrier or heartbeat round.
 func (g *Group) ReadIndex(ctx context.Context) error {
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
 	}
-	done := make(chan error, 1)
+	req := readRequest{done: make(chan error, 1)}
+	if term := g.raft.CurrentTerm(); g.readyTerm.Load() == term {
+		index := g.raft.CommitIndex()
+		barrier := g.barrierIndex.Load()
+		if g.confirmTerm(ctx, term) && g.raft.CurrentTerm() == term {
+			g.confirmedReads.Add(1)
+			return g.waitCoveredBy(ctx, index, barrier)
+		}
+		req.checksFailed = true
+	}
+	done := req.done
 	select {
-	case g.reads <- done:
+	case g.reads <- req:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-g.done:
@@ -34,6 +48,12 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 	}
 }
 
+// readRequest is a read that needs a round of the read loop.
+type readRequest struct {
+	done         chan error
+	checksFailed bool // its own term checks showed no majority: go to the heartbeat round
+}
+
 // readLoop serves read-index requests in rounds: it takes every request waiting, confirms
 // leadership once for all of them, waits for the state machine to catch up, and releases
 // them. Requests that arrive during a round wait for the next.
@@ -41,30 +61,32 @@ func (g *Group) readLoop() {
 	defer g.wg.Done()
 	var waiting []chan error
 	for {
+		var checksFailed bool
 		select {
-		case w := <-g.reads:
-			waiting = append(waiting[:0], w)
+		case r := <-g.reads:
+			waiting, checksFailed = append(waiting[:0], r.done), r.checksFailed
 		case <-g.done:
 			return
 		}
 	drain:
 		for {
 			select {
-			case w := <-g.reads:
-				waiting = append(waiting, w)
+			case r := <-g.reads:
+				waiting, checksFailed = append(waiting, r.done), checksFailed || r.checksFailed
 			default:
 				break drain
 			}
 		}
-		err := g.readRound()
+		err := g.readRound(checksFailed)
 		for _, w := range waiting {
 			w <- err
 		}
 	}
 }
 
-// readRound runs the read-index protocol once.
-func (g *Group) readRound() error {
+// readRound runs the read-index protocol once: term checks unless skipChecks, then raft's
+// heartbeat round if they did not show a majority.
+func (g *Group) readRound(skipChecks bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.m.cfg.Timing.ApplyTimeout)
 	defer cancel()
 	if g.raft.State() != raft.Leader {
@@ -88,7 +110,7 @@ func (g *Group) readRound() error {
 	}
 	index := g.raft.CommitIndex()
 	g.readRounds.Add(1)
-	if !g.confirmTerm(ctx, term) {
+	if skipChecks || !g.confirmTerm(ctx, term) {
 		g.heartbeatRounds.Add(1)
 		if err := g.await(g.raft.VerifyLeader()); err != nil {
 			return g.mapRaftError(err, false)
@@ -168,8 +190,21 @@ func (g *Group) vouchIsMajority(server raft.ServerID) bool {
 	return self && other && 2 >= voters/2+1
 }
 
-// ReadStats counts, since the replica started, the read rounds it ran as leader, how many of
-// them fell back to a heartbeat round, and the forwarded reads served on a vouch alone.
-func (g *Group) ReadStats() (rounds, heartbeatRounds, vouched uint64) {
-	return g.readRounds.Load(), g.heartbeatRounds.Load(), g.vouchedReads.Load()
+// ReadStats counts what confirmed this replica's linearizable reads as leader since it
+// started.
+type ReadStats struct {
+	Confirmed       uint64 // reads confirmed by their own term checks
+	Vouched         uint64 // forwarded reads confirmed by the forwarder's vouch
+	Rounds          uint64 // rounds of the read loop (a new term's barrier, or checks that failed)
+	HeartbeatRounds uint64 // of those, rounds that needed raft's heartbeat round
+}
+
+// ReadStats returns the replica's read counters.
+func (g *Group) ReadStats() ReadStats {
+	return ReadStats{
+		Confirmed:       g.confirmedReads.Load(),
+		Vouched:         g.vouchedReads.Load(),
+		Rounds:          g.readRounds.Load(),
+		HeartbeatRounds: g.heartbeatRounds.Load(),
+	}
 }
