@@ -11,6 +11,7 @@ import (
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
+	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
 )
 
@@ -177,6 +178,12 @@ func TestReplicationAcrossNodes(t *testing.T) {
 		}
 	}
 	// Linearizable reads through every other node return every write at once.
+	var before raftgroup.ReadStats
+	for _, n := range nodes {
+		s := gridkv.ReadStats(n.KV)
+		before.Confirmed += s.Confirmed
+		before.Vouched += s.Vouched
+	}
 	for i, w := range nodes {
 		for _, r := range nodes {
 			if r == w {
@@ -194,6 +201,17 @@ func TestReplicationAcrossNodes(t *testing.T) {
 				}
 			}
 		}
+	}
+	// Every node hosts every partition: a read forwarded to the leader carries the
+	// forwarder's vouch, and one served where it arrived asks its own term checks.
+	var after raftgroup.ReadStats
+	for _, n := range nodes {
+		s := gridkv.ReadStats(n.KV)
+		after.Confirmed += s.Confirmed
+		after.Vouched += s.Vouched
+	}
+	if after.Vouched == before.Vouched || after.Confirmed == before.Confirmed {
+		t.Fatalf("linearizable reads: %d vouched, %d confirmed by term checks; want both", after.Vouched-before.Vouched, after.Confirmed-before.Confirmed)
 	}
 }
 

@@ -98,3 +98,16 @@ func Batching(kv *GridKV) (entries, commands uint64) {
 	}
 	return entries, commands
 }
+
+// ReadStats sums the read counters of every replica kv hosts.
+func ReadStats(kv *GridKV) raftgroup.ReadStats {
+	var sum raftgroup.ReadStats
+	for _, g := range kv.groups.Hosted() {
+		s := g.ReadStats()
+		sum.Confirmed += s.Confirmed
+		sum.Vouched += s.Vouched
+		sum.Rounds += s.Rounds
+		sum.HeartbeatRounds += s.HeartbeatRounds
+	}
+	return sum
+}
