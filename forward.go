@@ -77,10 +77,7 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (sto
 	if !op.deadline.IsZero() {
 		req.TimeoutMS = max(time.Until(op.deadline).Milliseconds(), 1)
 	}
-	var err error
-	if op.msg, err = marshal(req); err != nil {
-		return store.Result{}, err
-	}
+	op.msg = encodeOpRequest(req)
 	for {
 		f := kv.forwarder(addr)
 		if f == nil {
@@ -285,9 +282,9 @@ func (kv *GridKV) callOps(ctx context.Context, addr string, batch []*forwardedOp
 	var resps []opResponse
 	if len(batch) == 1 {
 		resps = make([]opResponse, 1)
-		err = unmarshal(out, &resps[0])
+		err = decodeOne(out, &resps[0], decodeOpResponse)
 	} else {
-		err = unmarshal(out, &resps)
+		resps, err = decodeArray(out, len(batch), decodeOpResponse)
 	}
 	if err != nil {
 		return nil, err
@@ -331,13 +328,10 @@ func forwardError(op *forwardedOp, addr string, err error) error {
 // serveOpBatch runs a batch of forwarded operations, each as serveOp would, side by side so
 // that writes to one partition share a log entry, and answers them in order.
 func (kv *GridKV) serveOpBatch(ctx context.Context, from string, b []byte) ([]byte, error) {
-	var reqs []opRequest
-	if err := unmarshal(b, &reqs); err != nil {
+	// Each request gets a goroutine: a peer may not ask for any number of them.
+	reqs, err := decodeArray(b, forwardBatchOps, decodeOpRequest)
+	if err != nil {
 		return nil, err
-	}
-	if len(reqs) > forwardBatchOps {
-		// Each request gets a goroutine: a peer may not ask for any number of them.
-		return nil, fmt.Errorf("gridkv: bad message: a batch of %d operations, the limit is %d", len(reqs), forwardBatchOps)
 	}
 	resps := make([]opResponse, len(reqs))
 	var wg sync.WaitGroup
@@ -359,5 +353,13 @@ func (kv *GridKV) serveOpBatch(ctx context.Context, from string, b []byte) ([]by
 		wg.Go(run)
 	}
 	wg.Wait()
-	return marshal(resps)
+	size := 5
+	for i := range resps {
+		size += opResponseSize(&resps[i])
+	}
+	out := appendArrayLen(make([]byte, 0, size), len(resps))
+	for i := range resps {
+		out = appendOpResponse(out, &resps[i])
+	}
+	return out, nil
 }

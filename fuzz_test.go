@@ -18,6 +18,7 @@ import (
 	"github.com/feellmoose/gridkv/internal/freeport"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // fuzzPartitions keeps a fuzzing node small: fewer groups start faster and idle cheaper.
@@ -98,6 +99,8 @@ func FuzzOpRequest(f *testing.F) {
 		{Partition: 0, Op: opGet, Key: k0, TimeoutMS: -5},      // negative timeout
 		{Partition: 0, Op: opGet, Key: k0, TimeoutMS: 1 << 62}, // overflowing timeout
 		{Partition: 0, Op: opSet, Key: k0, Value: []byte{0xff, 0xfe}, TimeoutMS: 1},
+		{Partition: 0, Op: opGet, Key: k0, VouchServer: "fuzz/1", VouchTerm: 1, TimeoutMS: 2000},
+		{Partition: 0, Op: opGet, Key: k0, VouchServer: "other/2", VouchTerm: ^uint64(0)},
 	}
 	for _, s := range seeds {
 		f.Add(mustMarshal(f, &s))
@@ -122,12 +125,17 @@ func FuzzOpRequest(f *testing.F) {
 			return
 		}
 		var resp opResponse
-		if err := unmarshal(out, &resp); err != nil {
+		if err := decodeOne(out, &resp, decodeOpResponse); err != nil {
 			t.Fatalf("the node answered with a response it cannot decode: %v", err)
 		}
-		var req opRequest
-		if err := unmarshal(data, &req); err != nil {
+		var req, again opRequest
+		if err := decodeOne(data, &req, decodeOpRequest); err != nil {
 			t.Fatalf("serveOp accepted bytes that do not decode: %v", err)
+		}
+		// What this version accepted, written again, reads the same through reflection (an
+		// older version's decoder).
+		if err := msgpack.Unmarshal(encodeOpRequest(&req), &again); err != nil || !sameRequest(again, req) {
+			t.Fatalf("request %+v re-encoded reads back through reflection as %+v, %v", req, again, err)
 		}
 		invalid := req.Partition < 0 || req.Partition >= fuzzPartitions || req.Key == "" ||
 			len(req.Key) > MaxKeySize || ring.PartitionOf(req.Key, fuzzPartitions) != req.Partition ||
@@ -179,12 +187,12 @@ func FuzzOpBatch(f *testing.F) {
 			}
 			return
 		}
-		var reqs []opRequest
-		if err := unmarshal(data, &reqs); err != nil {
+		reqs, err := decodeArray(data, forwardBatchOps, decodeOpRequest)
+		if err != nil {
 			t.Fatalf("serveOpBatch accepted bytes that do not decode: %v", err)
 		}
-		var resps []opResponse
-		if err := unmarshal(out, &resps); err != nil {
+		resps, err := decodeArray(out, len(reqs), decodeOpResponse)
+		if err != nil {
 			t.Fatalf("the node answered with a response it cannot decode: %v", err)
 		}
 		if len(resps) != len(reqs) {
@@ -237,12 +245,15 @@ func FuzzOpResponse(f *testing.F) {
 	f.Add([]byte{}, 0)
 	f.Add([]byte{0x81, 0xa1, 'c', 0xcd, 0x01, 0x00}, 0) // a code that overflows uint8
 	f.Fuzz(func(t *testing.T, data []byte, p int) {
-		var resp opResponse
-		if err := unmarshal(data, &resp); err != nil {
+		var resp, again opResponse
+		if err := decodeOne(data, &resp, decodeOpResponse); err != nil {
 			if !strings.Contains(err.Error(), "bad message") {
 				t.Fatalf("decode error %v is not marked as a bad message", err)
 			}
 			return
+		}
+		if err := msgpack.Unmarshal(encodeOpResponse(&resp), &again); err != nil || !sameResponse(again, resp) {
+			t.Fatalf("response %+v re-encoded reads back through reflection as %+v, %v", resp, again, err)
 		}
 		err := decodeError(p, &resp)
 		if (err == nil) != (resp.Code == codeOK) {

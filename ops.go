@@ -276,11 +276,11 @@ func (kv *GridKV) leaderOf(p int) (id, addr string) {
 // serveOp runs a forwarded operation against this node's own replica.
 func (kv *GridKV) serveOp(ctx context.Context, from string, b []byte) ([]byte, error) {
 	var req opRequest
-	if err := unmarshal(b, &req); err != nil {
+	if err := decodeOne(b, &req, decodeOpRequest); err != nil {
 		return nil, err
 	}
 	resp := kv.answerOp(ctx, &req)
-	return marshal(&resp)
+	return encodeOpResponse(&resp), nil
 }
 
 // answerOp runs req within the time its caller gave it and returns its answer.

@@ -17,14 +17,20 @@ const maxMsgpackItems = 1 << 20
 // and element count fits in the bytes that follow it. It allocates nothing and never
 // recurses.
 func Check(b []byte) error {
+	_, err := Skip(b)
+	return err
+}
+
+// Skip walks the msgpack value at the front of b as Check does and returns the bytes after it.
+func Skip(b []byte) (rest []byte, err error) {
 	pending := 1 // values still to read
 	items := 0
 	for pending > 0 {
 		if len(b) == 0 {
-			return errors.New("truncated")
+			return nil, errors.New("truncated")
 		}
 		if items++; items > maxMsgpackItems {
-			return errors.New("too many values")
+			return nil, errors.New("too many values")
 		}
 		pending--
 		c := b[0]
@@ -80,20 +86,20 @@ func Check(b []byte) error {
 			count, err = size(4)
 			count *= 2
 		default:
-			return fmt.Errorf("invalid byte 0x%02x", c)
+			return nil, fmt.Errorf("invalid byte 0x%02x", c)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if skip > uint64(len(b)) {
-			return fmt.Errorf("declares %d bytes, %d remain", skip, len(b))
+			return nil, fmt.Errorf("declares %d bytes, %d remain", skip, len(b))
 		}
 		// Every element takes at least one byte.
 		if count > uint64(len(b)) {
-			return fmt.Errorf("declares %d values, %d bytes remain", count, len(b))
+			return nil, fmt.Errorf("declares %d values, %d bytes remain", count, len(b))
 		}
 		b = b[skip:]
 		pending += int(count)
 	}
-	return nil
+	return b, nil
 }
