@@ -51,7 +51,7 @@ func (m *Manager) CheckTerms(checks []TermCheck) []bool {
 	return out
 }
 
-// termCheckHedge is how long a read round waits on the peers it asked first before it asks
+// termCheckHedge is how long a read waits on the peers it asked first before it asks
 // the rest too.
 const termCheckHedge = 10 * time.Millisecond
 
