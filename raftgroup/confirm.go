@@ -62,20 +62,8 @@ const termCheckHedge = 10 * time.Millisecond
 // leading; the others are asked when one says no or termCheckHedge passes without a majority.
 // While answers are late it gives up as soon as this replica is no longer leader in term.
 func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
-	cfg := g.raft.GetConfiguration().Configuration() // a copy raft keeps; no trip through its loop
-	voters, isVoter := 0, false
-	peers := make([]raft.Server, 0, len(cfg.Servers))
-	for _, s := range cfg.Servers {
-		if s.Suffrage != raft.Voter {
-			continue
-		}
-		voters++
-		if s.ID == g.self {
-			isVoter = true
-		} else {
-			peers = append(peers, s)
-		}
-	}
+	var buf [8]raft.Server
+	voters, isVoter, peers := g.voters(buf[:0])
 	if !isVoter {
 		return false
 	}

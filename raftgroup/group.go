@@ -46,7 +46,8 @@ type Group struct {
 	entries, commands atomic.Uint64
 	// Read counters, see ReadStats.
 	confirmedReads, vouchedReads, readRounds, heartbeatRounds atomic.Uint64
-	// preferredPeer is the raft.ServerID that last confirmed a read round's term: asked first.
+	// preferredPeer is the raft.ServerID that last said yes to one of this group's term
+	// checks: asked first.
 	preferredPeer atomic.Value
 
 	done      chan struct{}

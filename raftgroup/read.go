@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/raft"
 )
@@ -20,16 +21,15 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
 	}
-	req := readRequest{done: make(chan error, 1)}
-	if term := g.raft.CurrentTerm(); g.readyTerm.Load() == term {
-		index := g.raft.CommitIndex()
-		barrier := g.barrierIndex.Load()
-		if g.confirmTerm(ctx, term) && g.raft.CurrentTerm() == term {
-			g.confirmedReads.Add(1)
-			return g.waitCoveredBy(ctx, index, barrier)
-		}
-		req.checksFailed = true
+	checked := false
+	if served, err := g.serveConfirmed(ctx, func(term uint64) bool {
+		checked = true
+		return g.confirmTerm(ctx, term)
+	}); served {
+		g.confirmedReads.Add(1)
+		return err
 	}
+	req := readRequest{done: make(chan error, 1), checksFailed: checked}
 	done := req.done
 	select {
 	case g.reads <- req:
@@ -159,35 +159,55 @@ func (g *Group) ReadIndexVouched(ctx context.Context, server string, term uint64
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
 	}
-	t := g.raft.CurrentTerm()
-	if term <= t && g.readyTerm.Load() == t && g.vouchIsMajority(raft.ServerID(server)) {
-		index := g.raft.CommitIndex()
-		barrier := g.barrierIndex.Load()
-		// Leader in the same term before and after reading both: they are this term's.
-		if g.raft.State() == raft.Leader && g.raft.CurrentTerm() == t {
-			g.vouchedReads.Add(1)
-			return g.waitCoveredBy(ctx, index, barrier)
-		}
+	if served, err := g.serveConfirmed(ctx, func(t uint64) bool {
+		return term <= t && g.vouchIsMajority(raft.ServerID(server))
+	}); served {
+		g.vouchedReads.Add(1)
+		return err
 	}
 	return g.ReadIndex(ctx)
+}
+
+// serveConfirmed serves a read without the read loop when this term's barrier is done and
+// confirm shows, after the read began, that no later leader exists. It reads the commit index
+// and the barrier before confirming, and checks that this replica led the same term
+// throughout, so both are this term's. served is false when the read still needs the loop.
+func (g *Group) serveConfirmed(ctx context.Context, confirm func(term uint64) bool) (served bool, err error) {
+	term := g.raft.CurrentTerm()
+	if g.readyTerm.Load() != term {
+		return false, nil
+	}
+	index := g.raft.CommitIndex()
+	barrier := g.barrierIndex.Load()
+	if !confirm(term) || g.raft.State() != raft.Leader || g.raft.CurrentTerm() != term {
+		return false, nil
+	}
+	return true, g.waitCoveredBy(ctx, index, barrier)
 }
 
 // vouchIsMajority reports whether this replica and server are both voters in the latest
 // configuration and together a majority of its voters.
 func (g *Group) vouchIsMajority(server raft.ServerID) bool {
-	if server == g.self {
-		return false
-	}
-	voters, self, other := 0, false, false
+	var buf [8]raft.Server
+	voters, isVoter, peers := g.voters(buf[:0])
+	return isVoter && 2 >= voters/2+1 && slices.ContainsFunc(peers, func(s raft.Server) bool { return s.ID == server })
+}
+
+// voters reads the latest configuration (a copy raft keeps; no trip through its loop): how
+// many voters it has, whether this replica is one, and the others, appended to peers.
+func (g *Group) voters(peers []raft.Server) (n int, isVoter bool, _ []raft.Server) {
 	for _, s := range g.raft.GetConfiguration().Configuration().Servers {
 		if s.Suffrage != raft.Voter {
 			continue
 		}
-		voters++
-		self = self || s.ID == g.self
-		other = other || s.ID == server
+		n++
+		if s.ID == g.self {
+			isVoter = true
+		} else {
+			peers = append(peers, s)
+		}
 	}
-	return self && other && 2 >= voters/2+1
+	return n, isVoter, peers
 }
 
 // ReadStats counts what confirmed this replica's linearizable reads as leader since it
