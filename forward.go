@@ -20,7 +20,7 @@ import (
 // log entry among the proposals waiting for it.
 const (
 	forwardBatches      = 2
-	forwardBatchOps     = 256     // at most 65535: encodeArray writes a msgpack array 16
+	forwardBatchOps     = 256
 	forwardBatchPayload = 1 << 20 // encoded requests per batch, at most half the frame limit
 )
 
@@ -301,12 +301,7 @@ func encodeArray(batch []*forwardedOp) []byte {
 	for _, op := range batch {
 		size += len(op.msg)
 	}
-	b := make([]byte, 0, size)
-	if n := len(batch); n < 16 {
-		b = append(b, 0x90|byte(n)) // fixarray
-	} else {
-		b = append(b, 0xdc, byte(n>>8), byte(n)) // array 16
-	}
+	b := appendArrayLen(make([]byte, 0, size), len(batch))
 	for _, op := range batch {
 		b = append(b, op.msg...)
 	}
