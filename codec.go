@@ -74,40 +74,35 @@ func appendOpRequest(b []byte, r *opRequest) []byte {
 // decodeOpRequest reads one opRequest from the front of b and returns the bytes after it.
 func decodeOpRequest(b []byte, r *opRequest) ([]byte, error) {
 	*r = opRequest{}
-	n, b, err := readMapLen(b)
-	for i := 0; i < n && err == nil; i++ {
-		var key []byte
-		if key, b, err = readStr(b); err != nil {
-			break
-		}
+	return readMap(b, func(key, b []byte) (rest []byte, known bool, err error) {
 		switch string(key) {
 		case "p":
-			r.Partition, b, err = readIntAs[int](b)
+			r.Partition, rest, err = readIntAs[int](b)
 		case "o":
-			r.Op, b, err = readIntAs[opKind](b)
+			r.Op, rest, err = readIntAs[opKind](b)
 		case "k":
-			r.Key, b, err = readString(b)
+			r.Key, rest, err = readString(b)
 		case "v":
-			r.Value, b, err = readBytes(b)
+			r.Value, rest, err = readBytes(b)
 		case "ver":
-			r.Version, b, err = readIntAs[uint64](b)
+			r.Version, rest, err = readIntAs[uint64](b)
 		case "s":
-			r.Stale, b, err = readBool(b)
+			r.Stale, rest, err = readBool(b)
 		case "a":
-			r.Ack, b, err = readIntAs[int](b)
+			r.Ack, rest, err = readIntAs[int](b)
 		case "r":
-			r.Replicas, b, err = readIntAs[int](b)
+			r.Replicas, rest, err = readIntAs[int](b)
 		case "vs":
-			r.VouchServer, b, err = readString(b)
+			r.VouchServer, rest, err = readString(b)
 		case "vt":
-			r.VouchTerm, b, err = readIntAs[uint64](b)
+			r.VouchTerm, rest, err = readIntAs[uint64](b)
 		case "t":
-			r.TimeoutMS, b, err = readIntAs[int64](b)
+			r.TimeoutMS, rest, err = readIntAs[int64](b)
 		default:
-			b, err = msgcheck.Skip(b)
+			return b, false, nil
 		}
-	}
-	return b, err
+		return rest, true, err
+	})
 }
 
 // appendOpResponse appends r as a msgpack map.
@@ -144,28 +139,41 @@ func appendOpResponse(b []byte, r *opResponse) []byte {
 // decodeOpResponse reads one opResponse from the front of b and returns the bytes after it.
 func decodeOpResponse(b []byte, r *opResponse) ([]byte, error) {
 	*r = opResponse{}
+	return readMap(b, func(key, b []byte) (rest []byte, known bool, err error) {
+		switch string(key) {
+		case "c":
+			r.Code, rest, err = readIntAs[uint8](b)
+		case "m":
+			r.Msg, rest, err = readString(b)
+		case "li":
+			r.LeaderID, rest, err = readString(b)
+		case "la":
+			r.LeaderAddr, rest, err = readString(b)
+		case "v":
+			r.Value, rest, err = readBytes(b)
+		case "ver":
+			r.Version, rest, err = readIntAs[uint64](b)
+		case "ai":
+			r.Applied, rest, err = readIntAs[uint64](b)
+		default:
+			return b, false, nil
+		}
+		return rest, true, err
+	})
+}
+
+// readMap reads the map at the front of b, handing each key and the bytes that start with its
+// value to field, which reads a value it knows and returns the bytes after it. The values of
+// keys field does not know are skipped.
+func readMap(b []byte, field func(key, b []byte) (rest []byte, known bool, err error)) ([]byte, error) {
 	n, b, err := readMapLen(b)
 	for i := 0; i < n && err == nil; i++ {
 		var key []byte
+		var known bool
 		if key, b, err = readStr(b); err != nil {
 			break
 		}
-		switch string(key) {
-		case "c":
-			r.Code, b, err = readIntAs[uint8](b)
-		case "m":
-			r.Msg, b, err = readString(b)
-		case "li":
-			r.LeaderID, b, err = readString(b)
-		case "la":
-			r.LeaderAddr, b, err = readString(b)
-		case "v":
-			r.Value, b, err = readBytes(b)
-		case "ver":
-			r.Version, b, err = readIntAs[uint64](b)
-		case "ai":
-			r.Applied, b, err = readIntAs[uint64](b)
-		default:
+		if b, known, err = field(key, b); err == nil && !known {
 			b, err = msgcheck.Skip(b)
 		}
 	}
