@@ -3,7 +3,11 @@ package raftgroup
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/feellmoose/gridkv/store"
 )
@@ -141,5 +145,88 @@ func TestReadIndexVouched(t *testing.T) {
 	// A follower is not the one to serve it.
 	if err := f.ReadIndexVouched(ctx, g.ServerID(), g.Term()); !Retryable(err) {
 		t.Fatalf("vouched read on a follower: %v, want a retryable not-leader error", err)
+	}
+}
+
+// Checks that come up while a call to a peer is out leave together in the next call, from any
+// group, each distinct check once, and every asker gets its own answer.
+func TestTermConfirmerSharesCalls(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var calls [][]TermCheck
+	call := func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error) {
+		mu.Lock()
+		calls = append(calls, slices.Clone(checks))
+		first := len(calls) == 1
+		mu.Unlock()
+		if first {
+			<-gate
+		}
+		oks := make([]bool, len(checks))
+		for i, c := range checks {
+			oks[i] = c.Term == 7
+		}
+		return oks, nil
+	}
+	c := newTermConfirmer(call, time.Minute, slog.New(slog.DiscardHandler))
+	defer c.close()
+	callCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(calls)
+	}
+
+	answers := make(chan checkAnswer, 8)
+	c.ask("peer", TermCheck{Partition: 0, Server: "n1/1", Term: 7}, 0, answers) // leaves at once, held at the gate
+	waitFor(t, 5*time.Second, "the first call", func() bool { return callCount() == 1 })
+	for i := 1; i <= 5; i++ {
+		c.ask("peer", TermCheck{Partition: 0, Server: "n1/1", Term: 7}, i, answers)
+	}
+	c.ask("peer", TermCheck{Partition: 1, Server: "n1/1", Term: 7}, 6, answers)
+	c.ask("peer", TermCheck{Partition: 2, Server: "n1/1", Term: 8}, 7, answers)
+	close(gate)
+
+	got := make(map[int]bool)
+	for range 8 {
+		select {
+		case a := <-answers:
+			got[a.peer] = a.ok
+		case <-time.After(5 * time.Second):
+			t.Fatalf("answers so far %v, want 8", got)
+		}
+	}
+	for i := 0; i <= 6; i++ {
+		if !got[i] {
+			t.Errorf("asker %d got no, want yes", i)
+		}
+	}
+	if got[7] {
+		t.Error("asker 7 (term 8) got yes, want no")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || len(calls[1]) != 3 {
+		t.Fatalf("calls %v, want 2, the second carrying the 3 distinct checks queued behind the first", calls)
+	}
+}
+
+// A group with a single voter confirms its reads without asking anyone and without the read
+// loop (after the term's barrier).
+func TestSingleVoterReadsAskNoOne(t *testing.T) {
+	n := startNode(t, "n0", 1, "127.0.0.1:0", 1)
+	n.refuseTermChecks.Store(true) // asking anyone would fail
+	g, err := n.m.Open(0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "bootstrap leader", g.IsLeader)
+	writeThenRead(t, g, "barrier")
+	before := g.ReadStats()
+	for i := range 5 {
+		writeThenRead(t, g, fmt.Sprintf("k%d", i))
+	}
+	after := g.ReadStats()
+	if after.Confirmed != before.Confirmed+5 || after.Rounds != before.Rounds {
+		t.Fatalf("single voter: before %+v, after %+v; want 5 reads confirmed and no round", before, after)
 	}
 }
