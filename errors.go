@@ -16,9 +16,9 @@ var (
 	// ErrClosed is returned by every call after Close.
 	ErrClosed = errors.New("gridkv: closed")
 	// ErrInvalidKey is returned for an empty key or one longer than MaxKeySize bytes.
-	ErrInvalidKey = errors.New("gridkv: invalid key")
+	ErrInvalidKey = store.ErrInvalidKey
 	// ErrValueTooLarge is returned for a value longer than MaxValueSize bytes.
-	ErrValueTooLarge = errors.New("gridkv: value too large")
+	ErrValueTooLarge = store.ErrValueTooLarge
 	// ErrMemoryLimit is returned when a write would take the partition leader's node past
 	// Storage.MaxMemoryMB. It is checked before the write enters the log.
 	ErrMemoryLimit = store.ErrMemoryLimit

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/protocol"
 	"github.com/feellmoose/gridkv/membership"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/store"
@@ -36,16 +37,12 @@ type GridKV struct {
 	// poke wakes the placement loop early (membership changed).
 	poke chan struct{}
 
-	// fwd batches the operations forwarded to each peer, by address (forward.go).
-	fwd       map[string]*forwarder
-	fwdMu     sync.Mutex
-	fwdClosed bool
-	fwdWG     sync.WaitGroup // the forwarders' senders
+	// peers sends this node's requests to other nodes: forwarded operations, batched per
+	// peer, and the calls the groups make.
+	peers *protocol.Client
 
 	closed    atomic.Bool
 	done      chan struct{}
-	ctx       context.Context // cancelled by Close once forwarding stops taking operations
-	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup // the placement loop
@@ -71,9 +68,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		hints:       make([]atomic.Pointer[leaderHint], cfg.partitions),
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
-		fwd:         make(map[string]*forwarder),
 	}
-	kv.ctx, kv.cancel = context.WithCancel(context.Background())
 	log := cfg.logger.With("node", cfg.nodeID)
 
 	if addr := cfg.unprotectedExposure(); addr != "" {
@@ -82,9 +77,9 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	}
 	kv.trans, err = transport.Listen(cfg.network, cfg.addr, log)
 	if err != nil {
-		kv.cancel()
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
 	}
+	kv.peers = protocol.NewClient(kv.trans, cfg.network.MaxFrameSize, kv.forgetLeader)
 	kv.groups = raftgroup.NewManager(raftgroup.Config{
 		NodeID:       cfg.nodeID,
 		Incarnation:  kv.incarnation,
@@ -93,16 +88,12 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Storage:      cfg.storage,
 		Accountant:   kv.acct,
 		Layer:        kv.trans.RaftLayer,
-		WaitApplied:  kv.callWaitApplied,
-		ConfirmTerms: kv.callTermChecks,
+		WaitApplied:  kv.peers.WaitApplied,
+		ConfirmTerms: kv.peers.TermChecks,
 		Timing:       cfg.timings.Raft,
 		Logger:       log,
 	})
-	kv.trans.Handle(kindOp, kv.serveOp)
-	kv.trans.Handle(kindOpBatch, kv.serveOpBatch)
-	kv.trans.Handle(kindWaitApplied, kv.serveWaitApplied)
-	kv.trans.Handle(kindRemoved, kv.serveRemoved)
-	kv.trans.Handle(kindTermChecks, kv.serveTermChecks)
+	protocol.NewServer(replicas{kv}, cfg.partitions, log).Register(kv.trans)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
 	bootstrap := len(cfg.seeds) == 0
@@ -126,7 +117,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		OnChange:    kv.pokePlacement,
 	})
 	if err != nil {
-		kv.cancel()
+		kv.peers.Close()
 		kv.groups.Close()
 		kv.trans.Close()
 		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
@@ -180,7 +171,7 @@ func (kv *GridKV) Close() error {
 	kv.closeOnce.Do(func() {
 		kv.closed.Store(true)
 		close(kv.done)
-		kv.closeForwarders()
+		kv.peers.Close()
 		kv.wg.Wait()
 		kv.handOffLeadership()
 		if err := kv.members.Leave(time.Second); err != nil {
@@ -195,7 +186,7 @@ func (kv *GridKV) Close() error {
 // shutdown stops groups, gossip and the transport, in that order: groups still talk over the
 // transport while they stop.
 func (kv *GridKV) shutdown() error {
-	kv.cancel()
+	kv.peers.Close()
 	kv.groups.Close()
 	var first error
 	if err := kv.members.Shutdown(); err != nil {

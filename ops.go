@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/protocol"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
 	"github.com/feellmoose/gridkv/store"
@@ -101,7 +102,7 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	}
 	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
 		return readReplica(ctx, g, key, g.ReadIndex)
-	}, &opRequest{Partition: p, Op: opGet, Key: key})
+	}, &protocol.OpRequest{Partition: p, Op: protocol.OpGet, Key: key})
 	if err != nil && !errors.Is(err, store.ErrKeyNotFound) {
 		return Entry{}, err
 	}
@@ -138,24 +139,13 @@ func localGet(g *raftgroup.Group, key string) (Entry, error) {
 	return Entry{Key: key, Value: v, Version: ver}, nil
 }
 
-func (kv *GridKV) checkKey(key string) error {
-	if key == "" {
-		return fmt.Errorf("%w: empty key", ErrInvalidKey)
-	}
-	if len(key) > MaxKeySize {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrInvalidKey, len(key), MaxKeySize)
-	}
-	return nil
-}
+func (kv *GridKV) checkKey(key string) error { return store.CheckKey(key) }
 
 func (kv *GridKV) checkWrite(key string, value []byte) error {
-	if err := kv.checkKey(key); err != nil {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
-	if len(value) > MaxValueSize {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrValueTooLarge, len(value), MaxValueSize)
-	}
-	return nil
+	return store.CheckValue(value)
 }
 
 // write routes a command to its partition's leader.
@@ -167,7 +157,7 @@ func (kv *GridKV) write(ctx context.Context, cmd store.Command) (store.Result, e
 	level := kv.cfg.writeLevel()
 	return kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
 		return kv.proposeLocal(ctx, g, cmd, level)
-	}, &opRequest{Partition: p, Op: opFor(cmd.Op), Key: cmd.Key, Value: cmd.Value, Version: cmd.Version, Ack: int(level.Ack), Replicas: level.Replicas})
+	}, &protocol.OpRequest{Partition: p, Op: protocol.OpFor(cmd.Op), Key: cmd.Key, Value: cmd.Value, Version: cmd.Version, Ack: int(level.Ack), Replicas: level.Replicas})
 }
 
 func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
@@ -183,21 +173,10 @@ func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd stor
 	return res, err
 }
 
-func opFor(op store.Op) opKind {
-	switch op {
-	case store.OpSet:
-		return opSet
-	case store.OpDelete:
-		return opDelete
-	default:
-		return opCAS
-	}
-}
-
 // route runs an operation on partition p's leader: here when this node leads it, else one
 // forwarded hop. A reply that says the request did not run
 // (not the leader, leader moved) sends it to the leader named, until ctx ends.
-func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group) (store.Result, error), req *opRequest) (store.Result, error) {
+func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group) (store.Result, error), req *protocol.OpRequest) (store.Result, error) {
 	backoff := 5 * time.Millisecond
 	var lastErr error
 	for {
@@ -234,6 +213,19 @@ func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group)
 	}
 }
 
+// forward sends req to the node at addr. A linearizable read carries this node's replica of
+// the partition, if any, and its term: with three voters, leader and forwarder then make the
+// majority that confirms the read (raftgroup.Group.ReadIndexVouched).
+func (kv *GridKV) forward(ctx context.Context, addr string, req *protocol.OpRequest) (store.Result, error) {
+	req.VouchServer, req.VouchTerm = "", 0
+	if req.Op == protocol.OpGet && !req.Stale {
+		if g := kv.groups.Group(req.Partition); g != nil {
+			req.VouchServer, req.VouchTerm = g.ServerID(), g.Term()
+		}
+	}
+	return kv.peers.Forward(ctx, addr, req)
+}
+
 // finishError gives errors their public form: sentinels kept, transport and Raft trouble
 // reported as ErrUnavailable.
 func (kv *GridKV) finishError(p int, err error, res store.Result) error {
@@ -246,7 +238,7 @@ func (kv *GridKV) finishError(p int, err error, res store.Result) error {
 		errors.Is(err, ErrValueTooLarge),
 		errors.Is(err, ErrClosed):
 		return err
-	case errors.Is(err, raftgroup.ErrClosed):
+	case errors.Is(err, raftgroup.ErrClosed), errors.Is(err, protocol.ErrClosed):
 		if kv.closed.Load() {
 			return ErrClosed
 		}
@@ -273,165 +265,65 @@ func (kv *GridKV) leaderOf(p int) (id, addr string) {
 	return "", ""
 }
 
-// serveOp runs a forwarded operation against this node's own replica.
-func (kv *GridKV) serveOp(ctx context.Context, from string, b []byte) ([]byte, error) {
-	var req opRequest
-	if err := decodeOne(b, &req, decodeOpRequest); err != nil {
-		return nil, err
-	}
-	resp := kv.answerOp(ctx, &req)
-	return encodeOpResponse(&resp), nil
-}
+// forgetLeader drops the leader hint of partition p: a request sent to it never arrived.
+func (kv *GridKV) forgetLeader(p int) { kv.hints[p].Store(nil) }
 
-// answerOp runs req within the time its caller gave it and returns its answer.
-func (kv *GridKV) answerOp(ctx context.Context, req *opRequest) opResponse {
-	if req.TimeoutMS > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
-		defer cancel()
-	}
-	res, err := kv.runOp(ctx, req)
-	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
-	encodeError(err, &resp)
-	return resp
-}
+// replicas serves other nodes' requests (protocol.Backend) from this node's replicas.
+type replicas struct{ kv *GridKV }
 
-func (kv *GridKV) runOp(ctx context.Context, req *opRequest) (store.Result, error) {
+// group returns this node's replica of p, or the error that sends the caller to p's leader.
+func (r replicas) group(p int) (*raftgroup.Group, error) {
+	kv := r.kv
 	if kv.closed.Load() {
-		return store.Result{}, ErrClosed
+		return nil, protocol.ErrClosed
 	}
-	if req.Partition < 0 || req.Partition >= kv.cfg.partitions {
-		return store.Result{}, fmt.Errorf("%w: partition %d out of range", ErrInvalidKey, req.Partition)
+	if g := kv.groups.Group(p); g != nil {
+		return g, nil
 	}
-	if err := kv.checkKey(req.Key); err != nil {
+	id, addr := kv.leaderOf(p)
+	if id == kv.cfg.nodeID {
+		id, addr = "", ""
+	}
+	return nil, &raftgroup.NotLeaderError{Group: p, LeaderID: id, LeaderAddr: addr}
+}
+
+func (r replicas) Read(ctx context.Context, p int, key string, read protocol.ReadMode) (store.Result, error) {
+	g, err := r.group(p)
+	if err != nil {
 		return store.Result{}, err
 	}
-	if ring.PartitionOf(req.Key, kv.cfg.partitions) != req.Partition {
-		return store.Result{}, fmt.Errorf("%w: key is not in partition %d", ErrInvalidKey, req.Partition)
-	}
-	g := kv.groups.Group(req.Partition)
-	if g == nil {
-		id, addr := kv.leaderOf(req.Partition)
-		if id == kv.cfg.nodeID {
-			id, addr = "", ""
-		}
-		return store.Result{}, &raftgroup.NotLeaderError{Group: req.Partition, LeaderID: id, LeaderAddr: addr}
-	}
-	if req.Op == opGet {
-		switch {
-		case req.Stale:
-			return readReplica(ctx, g, req.Key, nil)
-		case req.VouchServer != "":
-			return readReplica(ctx, g, req.Key, func(ctx context.Context) error {
-				return g.ReadIndexVouched(ctx, req.VouchServer, req.VouchTerm)
-			})
-		default:
-			return readReplica(ctx, g, req.Key, g.ReadIndex)
-		}
-	}
-	cmd := store.Command{Key: req.Key, Value: req.Value, Version: req.Version}
-	switch req.Op {
-	case opSet:
-		cmd.Op = store.OpSet
-	case opDelete:
-		cmd.Op = store.OpDelete
-	case opCAS:
-		cmd.Op = store.OpCAS
+	switch {
+	case read.Stale:
+		return readReplica(ctx, g, key, nil)
+	case read.VouchServer != "":
+		return readReplica(ctx, g, key, func(ctx context.Context) error {
+			return g.ReadIndexVouched(ctx, read.VouchServer, read.VouchTerm)
+		})
 	default:
-		return store.Result{}, fmt.Errorf("%w: unknown operation %d", ErrInvalidKey, req.Op)
+		return readReplica(ctx, g, key, g.ReadIndex)
 	}
-	if len(cmd.Value) > MaxValueSize {
-		return store.Result{}, fmt.Errorf("%w: %d bytes", ErrValueTooLarge, len(cmd.Value))
-	}
-	level := raftgroup.WriteLevel{Ack: raftgroup.Ack(req.Ack), Replicas: req.Replicas}
-	return kv.proposeLocal(ctx, g, cmd, level)
 }
 
-// callWaitApplied asks the node at addr to wait until its replica of group applied index.
-func (kv *GridKV) callWaitApplied(ctx context.Context, addr string, group int, index uint64) error {
-	req := waitAppliedRequest{Partition: group, Index: index}
-	if dl, ok := ctx.Deadline(); ok {
-		req.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
-	}
-	b, err := marshal(&req)
+func (r replicas) Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
+	g, err := r.group(p)
 	if err != nil {
-		return err
+		return store.Result{}, err
 	}
-	_, err = kv.trans.Call(ctx, addr, kindWaitApplied, b)
-	return err
+	return r.kv.proposeLocal(ctx, g, cmd, level)
 }
 
-func (kv *GridKV) serveWaitApplied(ctx context.Context, from string, b []byte) ([]byte, error) {
-	var req waitAppliedRequest
-	if err := unmarshal(b, &req); err != nil {
-		return nil, err
-	}
-	if req.TimeoutMS > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
-		defer cancel()
-	}
-	return nil, kv.groups.WaitApplied(ctx, req.Partition, req.Index)
+func (r replicas) WaitApplied(ctx context.Context, p int, index uint64) error {
+	return r.kv.groups.WaitApplied(ctx, p, index)
 }
 
-// callTermChecks asks the node at addr to answer a leader's term checks (raftgroup/confirm.go).
-func (kv *GridKV) callTermChecks(ctx context.Context, addr string, checks []raftgroup.TermCheck) ([]bool, error) {
-	b, err := marshal(checks)
-	if err != nil {
-		return nil, err
-	}
-	out, err := kv.trans.Call(ctx, addr, kindTermChecks, b)
-	if err != nil {
-		return nil, err
-	}
-	var oks []bool
-	if err := unmarshal(out, &oks); err != nil {
-		return nil, err
-	}
-	return oks, nil
+func (r replicas) CheckTerms(checks []raftgroup.TermCheck) []bool {
+	return r.kv.groups.CheckTerms(checks)
 }
 
-func (kv *GridKV) serveTermChecks(ctx context.Context, from string, b []byte) ([]byte, error) {
-	var checks []raftgroup.TermCheck
-	if err := unmarshal(b, &checks); err != nil {
-		return nil, err
-	}
-	if len(checks) > raftgroup.MaxTermChecks {
-		return nil, fmt.Errorf("gridkv: %d term checks in one request, at most %d", len(checks), raftgroup.MaxTermChecks)
-	}
-	return marshal(kv.groups.CheckTerms(checks))
-}
-
-// callRemoved asks the node at addr, the leader of partition p as far as this node knows,
-// whether the server ID id is out of the group for good.
-func (kv *GridKV) callRemoved(ctx context.Context, addr string, p int, id string) (bool, error) {
-	b, err := marshal(&removedRequest{Partition: p, ServerID: id})
-	if err != nil {
-		return false, err
-	}
-	out, err := kv.trans.Call(ctx, addr, kindRemoved, b)
-	if err != nil {
-		return false, err
-	}
-	var resp removedResponse
-	if err := unmarshal(out, &resp); err != nil {
-		return false, err
-	}
-	return resp.Removed, nil
-}
-
-func (kv *GridKV) serveRemoved(ctx context.Context, from string, b []byte) ([]byte, error) {
-	var req removedRequest
-	if err := unmarshal(b, &req); err != nil {
-		return nil, err
-	}
-	g := kv.groups.Group(req.Partition)
+func (r replicas) RemovedFromGroup(p int, id string) (bool, error) {
+	g := r.kv.groups.Group(p)
 	if g == nil {
-		return nil, fmt.Errorf("gridkv: partition %d is not hosted here", req.Partition)
+		return false, fmt.Errorf("gridkv: partition %d is not hosted here", p)
 	}
-	removed, err := g.RemovedFromGroup(req.ServerID)
-	if err != nil {
-		return nil, err
-	}
-	return marshal(&removedResponse{Removed: removed})
+	return g.RemovedFromGroup(id)
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/feellmoose/gridkv/internal/msgcheck"
+	"github.com/feellmoose/gridkv/internal/protocol"
 )
 
 // MaxPartitions bounds the partition numbers a node can advertise in
@@ -77,7 +77,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("%w: empty", ErrBadMeta)
 	}
 	var w wireMeta
-	if err := msgcheck.Check(b); err != nil {
+	if err := protocol.Check(b); err != nil {
 		return Meta{}, fmt.Errorf("%w: %w", ErrBadMeta, err)
 	}
 	if err := msgpack.Unmarshal(b, &w); err != nil {

@@ -38,7 +38,34 @@ var (
 	// ErrPartitionClosed is the result of applying to, or restoring, a
 	// partition after Close.
 	ErrPartitionClosed = errors.New("gridkv: partition closed")
+	// ErrInvalidKey is returned by CheckKey for an empty key or one longer
+	// than MaxKeySize.
+	ErrInvalidKey = errors.New("gridkv: invalid key")
+	// ErrValueTooLarge is returned by CheckValue for a value longer than
+	// MaxValueSize.
+	ErrValueTooLarge = errors.New("gridkv: value too large")
 )
+
+// CheckKey refuses an empty key and one longer than MaxKeySize, with an
+// error wrapping ErrInvalidKey.
+func CheckKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty key", ErrInvalidKey)
+	}
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrInvalidKey, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// CheckValue refuses a value longer than MaxValueSize, with an error
+// wrapping ErrValueTooLarge.
+func CheckValue(value []byte) error {
+	if len(value) > MaxValueSize {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrValueTooLarge, len(value), MaxValueSize)
+	}
+	return nil
+}
 
 // Backend selects how a partition lays out its map.
 type Backend int

@@ -1,7 +1,8 @@
-package gridkv
+package protocol
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,15 +10,15 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-func codecRequests() []opRequest {
-	return []opRequest{
+func codecRequests() []OpRequest {
+	return []OpRequest{
 		{},
-		{Partition: 3, Op: opGet, Key: "k", TimeoutMS: 1500},
-		{Partition: 7, Op: opSet, Key: "key", Value: []byte("value"), Ack: 3, Replicas: 2, TimeoutMS: 1},
-		{Partition: 1, Op: opCAS, Key: "c", Value: []byte{0}, Version: 1 << 40, TimeoutMS: -1},
-		{Partition: -5, Op: opDelete, Key: strings.Repeat("x", 31), Stale: true},
+		{Partition: 3, Op: OpGet, Key: "k", TimeoutMS: 1500},
+		{Partition: 7, Op: OpSet, Key: "key", Value: []byte("value"), Ack: 3, Replicas: 2, TimeoutMS: 1},
+		{Partition: 1, Op: OpCAS, Key: "c", Value: []byte{0}, Version: 1 << 40, TimeoutMS: -1},
+		{Partition: -5, Op: OpDelete, Key: strings.Repeat("x", 31), Stale: true},
 		{Partition: 1 << 20, Op: 255, Key: strings.Repeat("y", 300), Value: bytes.Repeat([]byte{1}, 70000), Version: ^uint64(0)},
-		{Partition: 2, Op: opGet, Key: strings.Repeat("z", 70000), VouchServer: "node-1/1f", VouchTerm: 9, TimeoutMS: -1 << 40},
+		{Partition: 2, Op: OpGet, Key: strings.Repeat("z", 70000), VouchServer: "node-1/1f", VouchTerm: 9, TimeoutMS: -1 << 40},
 		{Ack: -40, Replicas: -200, TimeoutMS: -40000},
 	}
 }
@@ -62,7 +63,7 @@ func checkAgainstReflection[T any](t *testing.T, values []T, encode func(*T) []b
 }
 
 // sameRequest compares requests, with a nil and an empty value alike (omitempty drops both).
-func sameRequest(a, b opRequest) bool {
+func sameRequest(a, b OpRequest) bool {
 	if !bytes.Equal(a.Value, b.Value) {
 		return false
 	}
@@ -83,7 +84,7 @@ func sameResponse(a, b opResponse) bool {
 func TestOpCodecReadsOtherEncodings(t *testing.T) {
 	b, err := msgpack.Marshal(map[string]any{
 		"p":      int64(4),
-		"o":      uint16(opSet),
+		"o":      uint16(OpSet),
 		"k":      []byte("key"),
 		"v":      "value",
 		"ver":    int32(12),
@@ -94,19 +95,19 @@ func TestOpCodecReadsOtherEncodings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got opRequest
+	var got OpRequest
 	if err := decodeOne(b, &got, decodeOpRequest); err != nil {
 		t.Fatal(err)
 	}
-	want := opRequest{Partition: 4, Op: opSet, Key: "key", Value: []byte("value"), Version: 12, TimeoutMS: 250}
+	want := OpRequest{Partition: 4, Op: OpSet, Key: "key", Value: []byte("value"), Version: 12, TimeoutMS: 250}
 	if !sameRequest(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
 
 func TestOpCodecRefusesBadMessages(t *testing.T) {
-	valid := encodeOpRequest(&opRequest{Partition: 1, Op: opSet, Key: "key", Value: []byte("value"), TimeoutMS: 300})
-	var r opRequest
+	valid := encodeOpRequest(&OpRequest{Partition: 1, Op: OpSet, Key: "key", Value: []byte("value"), TimeoutMS: 300})
+	var r OpRequest
 	for n := range len(valid) {
 		if err := decodeOne(valid[:n], &r, decodeOpRequest); err == nil {
 			t.Errorf("a request cut to %d of %d bytes decoded", n, len(valid))
@@ -127,7 +128,7 @@ func TestOpCodecRefusesBadMessages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := decodeOne(b, &r, decodeOpRequest); err == nil || !strings.Contains(err.Error(), "bad message") {
+		if err := decodeOne(b, &r, decodeOpRequest); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("%s: %v, want a bad message error", name, err)
 		}
 	}
@@ -139,7 +140,7 @@ func TestOpCodecRefusesBadMessages(t *testing.T) {
 	}
 	over := appendArrayLen(nil, forwardBatchOps+1)
 	for range forwardBatchOps + 1 {
-		over = appendOpRequest(over, &opRequest{})
+		over = appendOpRequest(over, &OpRequest{})
 	}
 	if _, err := decodeArray(over, forwardBatchOps, decodeOpRequest); err == nil {
 		t.Errorf("a batch of %d requests decoded, the limit is %d", forwardBatchOps+1, forwardBatchOps)
@@ -148,11 +149,11 @@ func TestOpCodecRefusesBadMessages(t *testing.T) {
 
 // The codecs against msgpack's reflection, which they replace on the forwarding path.
 func BenchmarkOpRequestCodec(b *testing.B) {
-	req := &opRequest{Partition: 3, Op: opSet, Key: "key-000123", Value: make([]byte, 64), TimeoutMS: 1000, VouchServer: "node-1/1f", VouchTerm: 7}
+	req := &OpRequest{Partition: 3, Op: OpSet, Key: "key-000123", Value: make([]byte, 64), TimeoutMS: 1000, VouchServer: "node-1/1f", VouchTerm: 7}
 	b.Run("hand", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var out opRequest
+			var out OpRequest
 			if err := decodeOne(encodeOpRequest(req), &out, decodeOpRequest); err != nil {
 				b.Fatal(err)
 			}
@@ -162,9 +163,9 @@ func BenchmarkOpRequestCodec(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			buf, err := marshal(req)
-			var out opRequest
+			var out OpRequest
 			if err == nil {
-				err = unmarshal(buf, &out)
+				err = Unmarshal(buf, &out)
 			}
 			if err != nil {
 				b.Fatal(err)
@@ -190,7 +191,7 @@ func BenchmarkOpResponseCodec(b *testing.B) {
 			buf, err := marshal(resp)
 			var out opResponse
 			if err == nil {
-				err = unmarshal(buf, &out)
+				err = Unmarshal(buf, &out)
 			}
 			if err != nil {
 				b.Fatal(err)

@@ -1,16 +1,16 @@
-package gridkv
+package protocol
 
 import (
 	"errors"
 	"fmt"
 
-	"github.com/feellmoose/gridkv/internal/msgcheck"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/store"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Request kinds carried by the transport between nodes.
+// Request kinds carried by the transport between nodes. A kind's number never changes
+// meaning: nodes of different versions meet during a rolling upgrade.
 const (
 	kindOp          uint8 = 1 // a client operation forwarded to a partition's leader or replica
 	kindWaitApplied uint8 = 2 // a leader asking a replica to report once it applied an index
@@ -19,22 +19,35 @@ const (
 	kindTermChecks  uint8 = 5 // a leader's term checks for linearizable reads (raftgroup.TermCheck)
 )
 
-// opKind is the operation of a forwarded request.
-type opKind uint8
+// OpKind is the operation of a forwarded request.
+type OpKind uint8
 
+// The operations a node forwards.
 const (
-	opGet opKind = iota + 1
-	opSet
-	opDelete
-	opCAS
+	OpGet OpKind = iota + 1
+	OpSet
+	OpDelete
+	OpCAS
 )
 
-// opRequest is a client operation forwarded to another node. That node serves it from its own
+// OpFor returns the forwarded operation that carries a store command of kind op.
+func OpFor(op store.Op) OpKind {
+	switch op {
+	case store.OpSet:
+		return OpSet
+	case store.OpDelete:
+		return OpDelete
+	default:
+		return OpCAS
+	}
+}
+
+// OpRequest is a client operation forwarded to another node. That node serves it from its own
 // replica only and answers codeNotLeader rather than forwarding again, so a request makes at
 // most one hop per attempt.
-type opRequest struct {
+type OpRequest struct {
 	Partition int    `msgpack:"p"`
-	Op        opKind `msgpack:"o"`
+	Op        OpKind `msgpack:"o"`
 	Key       string `msgpack:"k"`
 	Value     []byte `msgpack:"v,omitempty"`
 	Version   uint64 `msgpack:"ver,omitempty"`
@@ -61,6 +74,7 @@ const (
 	codeFailed
 )
 
+// opResponse is the answer to one OpRequest.
 type opResponse struct {
 	Code       uint8  `msgpack:"c"`
 	Msg        string `msgpack:"m,omitempty"`
@@ -87,8 +101,17 @@ type removedResponse struct {
 	Removed bool `msgpack:"r"`
 }
 
-// errRemote is an error a peer reported that has no sentinel of its own.
-var errRemote = errors.New("gridkv: peer failed the request")
+var (
+	// ErrBadMessage marks a message from the network that does not decode: truncated,
+	// malformed, or declaring more than it holds. The handler that got it refuses it, and the
+	// transport answers with an error; nothing of it reaches a replica.
+	ErrBadMessage = errors.New("protocol: bad message")
+	// ErrClosed is returned by a Client after Close, and by a Backend whose node is closing:
+	// the request did not run there.
+	ErrClosed = errors.New("protocol: closed")
+	// errRemote is an error a peer reported that has no sentinel of its own.
+	errRemote = errors.New("protocol: peer failed the request")
+)
 
 // encodeError turns a local result error into a response code.
 func encodeError(err error, resp *opResponse) {
@@ -108,7 +131,7 @@ func encodeError(err error, resp *opResponse) {
 		resp.Code = codeOutcomeUnknown
 	case errors.Is(err, raftgroup.ErrClosed), errors.Is(err, ErrClosed):
 		resp.Code = codeClosed
-	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrValueTooLarge):
+	case errors.Is(err, store.ErrInvalidKey), errors.Is(err, store.ErrValueTooLarge):
 		resp.Code = codeInvalid
 	default:
 		resp.Code = codeFailed
@@ -137,7 +160,7 @@ func decodeError(p int, resp *opResponse) error {
 		// The peer is shutting down; the request did not run there. Another node may serve it.
 		return &raftgroup.NotLeaderError{Group: p}
 	case codeInvalid:
-		return fmt.Errorf("%w: %s", ErrInvalidKey, resp.Msg)
+		return fmt.Errorf("%w: %s", store.ErrInvalidKey, resp.Msg)
 	default:
 		return fmt.Errorf("%w: %s", errRemote, resp.Msg)
 	}
@@ -145,15 +168,16 @@ func decodeError(p int, resp *opResponse) error {
 
 func marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
-// unmarshal decodes a message from a peer. The message is walked first: msgpack allocates
-// whatever length a string, binary or collection declares, so an 8-byte message declaring a
-// 4 GiB value would otherwise cost 4 GiB. Every declared length must fit in what remains.
-func unmarshal(b []byte, v any) error {
-	if err := msgcheck.Check(b); err != nil {
-		return fmt.Errorf("gridkv: bad message: %w", err)
+// Unmarshal decodes a msgpack message from the network into v through msgpack's reflection.
+// The message is walked first: msgpack allocates whatever length a string, binary or
+// collection declares, so an 8-byte message declaring a 4 GiB value would otherwise cost
+// 4 GiB. Every declared length must fit in what remains. Errors wrap ErrBadMessage.
+func Unmarshal(b []byte, v any) error {
+	if err := Check(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	if err := msgpack.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("gridkv: bad message: %w", err)
+		return fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	return nil
 }

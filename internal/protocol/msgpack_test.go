@@ -1,4 +1,4 @@
-package msgcheck
+package protocol
 
 import (
 	"testing"

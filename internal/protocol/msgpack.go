@@ -1,13 +1,14 @@
-// Package msgcheck guards msgpack decoding of untrusted bytes. vmihailenco/msgpack allocates
-// whatever length a string, binary or collection declares before reading it, so a message of
-// a few bytes can declare gigabytes. Check walks a message without allocating and rejects any
-// declared length that the bytes which follow cannot hold.
-package msgcheck
+package protocol
 
 import (
 	"errors"
 	"fmt"
 )
+
+// Guarding msgpack decoding of untrusted bytes: vmihailenco/msgpack allocates whatever length
+// a string, binary or collection declares before reading it, so a message of a few bytes can
+// declare gigabytes. Check walks a message without allocating and rejects any declared length
+// that the bytes which follow cannot hold; the hand codec skips unknown fields the same way.
 
 // maxMsgpackItems bounds how many values one message may hold, so a message of nested empty
 // arrays cannot make the walk (or the decoder) do unbounded work.
@@ -17,17 +18,18 @@ const maxMsgpackItems = 1 << 20
 // and element count fits in the bytes that follow it. It allocates nothing and never
 // recurses.
 func Check(b []byte) error {
-	_, err := Skip(b)
+	_, err := skipValue(b)
 	return err
 }
 
-// Skip walks the msgpack value at the front of b as Check does and returns the bytes after it.
-func Skip(b []byte) (rest []byte, err error) {
+// skipValue walks the msgpack value at the front of b as Check does and returns the bytes
+// after it.
+func skipValue(b []byte) (rest []byte, err error) {
 	pending := 1 // values still to read
 	items := 0
 	for pending > 0 {
 		if len(b) == 0 {
-			return nil, errors.New("truncated")
+			return nil, errShortMessage
 		}
 		if items++; items > maxMsgpackItems {
 			return nil, errors.New("too many values")
@@ -36,16 +38,9 @@ func Skip(b []byte) (rest []byte, err error) {
 		c := b[0]
 		b = b[1:]
 		var skip, count uint64 // bytes to skip; values that follow (arrays, maps)
-		size := func(n int) (uint64, error) {
-			if len(b) < n {
-				return 0, errors.New("truncated length")
-			}
-			var x uint64
-			for _, d := range b[:n] {
-				x = x<<8 | uint64(d)
-			}
-			b = b[n:]
-			return x, nil
+		size := func(n int) (x uint64, err error) {
+			x, b, err = readBE(b, n)
+			return x, err
 		}
 		var err error
 		switch {

@@ -1,4 +1,4 @@
-package gridkv
+package protocol
 
 import (
 	"context"
@@ -11,34 +11,34 @@ import (
 
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/ring"
+	"github.com/feellmoose/gridkv/store"
 )
 
-// gatedNode is a one-node cluster that forwards to itself, with its handler of single
-// forwarded operations held shut until the test opens it, and its batch handler counting
-// what it is sent.
+// gatedNode is a testNode with its handler of single forwarded operations held shut until the
+// test opens it, and its batch handler counting what it is sent.
 type gatedNode struct {
-	kv   *GridKV
+	*testNode
 	gate chan struct{}
 
-	mu      sync.Mutex
-	batches []int // operations per batch call, in arrival order
+	mu      sync.Mutex // guards batches and keys
+	batches []int      // operations per batch call, in arrival order
 	keys    []string
 }
 
 func startGatedNode(t *testing.T) *gatedNode {
 	t.Helper()
-	n := &gatedNode{kv: startFuzzNode(t), gate: make(chan struct{})}
-	n.kv.trans.Handle(kindOp, func(ctx context.Context, from string, b []byte) ([]byte, error) {
+	n := &gatedNode{testNode: startTestNode(t), gate: make(chan struct{})}
+	n.trans.Handle(kindOp, func(ctx context.Context, from string, b []byte) ([]byte, error) {
 		select {
 		case <-n.gate:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return n.kv.serveOp(ctx, from, b)
+		return n.server.serveOp(ctx, from, b)
 	})
-	n.kv.trans.Handle(kindOpBatch, func(ctx context.Context, from string, b []byte) ([]byte, error) {
-		var reqs []opRequest
-		if err := unmarshal(b, &reqs); err == nil {
+	n.trans.Handle(kindOpBatch, func(ctx context.Context, from string, b []byte) ([]byte, error) {
+		var reqs []OpRequest
+		if err := Unmarshal(b, &reqs); err == nil {
 			n.mu.Lock()
 			n.batches = append(n.batches, len(reqs))
 			for _, r := range reqs {
@@ -46,15 +46,15 @@ func startGatedNode(t *testing.T) *gatedNode {
 			}
 			n.mu.Unlock()
 		}
-		return n.kv.serveOpBatch(ctx, from, b)
+		return n.server.serveOpBatch(ctx, from, b)
 	})
 	return n
 }
 
 // set forwards a Set of key to the node itself.
 func (n *gatedNode) set(ctx context.Context, key string) error {
-	p := ring.PartitionOf(key, fuzzPartitions)
-	_, err := n.kv.forward(ctx, n.kv.trans.Addr(), &opRequest{Partition: p, Op: opSet, Key: key, Value: []byte("v-" + key)})
+	p := ring.PartitionOf(key, testPartitions)
+	_, err := n.client.Forward(ctx, n.trans.Addr(), &OpRequest{Partition: p, Op: OpSet, Key: key, Value: []byte("v-" + key)})
 	return err
 }
 
@@ -74,7 +74,7 @@ func (n *gatedNode) waitQueue(t *testing.T, sending, queued int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		f := n.kv.forwarder(n.kv.trans.Addr())
+		f := n.client.forwarder(n.trans.Addr())
 		f.mu.Lock()
 		s, q := f.sending, len(f.queue)
 		f.mu.Unlock()
@@ -110,12 +110,12 @@ func (n *gatedNode) release(t *testing.T, errs <-chan error, count int) {
 }
 
 // checkSets requires the keys queued-0..count-1 to hold what queueSets wrote.
-func (n *gatedNode) checkSets(t *testing.T, ctx context.Context, count int) {
+func (n *gatedNode) checkSets(t *testing.T, count int) {
 	t.Helper()
 	for i := range count {
 		key := fmt.Sprint("queued-", i)
-		if v, err := n.kv.Get(ctx, key); err != nil || string(v) != "v-"+key {
-			t.Errorf("Get %s = %q, %v; want the forwarded value", key, v, err)
+		if v, ok := n.backend.get(key); !ok || string(v) != "v-"+key {
+			t.Errorf("%s = %q, %v; want the forwarded value", key, v, ok)
 		}
 	}
 }
@@ -138,7 +138,7 @@ func TestForwardBatchesWhileCallsAreOnTheWire(t *testing.T) {
 		t.Errorf("batch calls carried %v operations; want one call with all %d queued", n.batches, queued)
 	}
 	n.mu.Unlock()
-	n.checkSets(t, ctx, queued)
+	n.checkSets(t, queued)
 }
 
 // An operation whose caller gives up while it waits in the queue is never sent, and its
@@ -162,11 +162,11 @@ func TestForwardAbandonedWhileQueuedIsNotSent(t *testing.T) {
 	}
 	n.release(t, errs, forwardBatches+1)
 
-	if _, err := n.kv.Get(ctx, "abandoned"); !errors.Is(err, ErrKeyNotFound) {
-		t.Errorf("Get abandoned: %v; want ErrKeyNotFound", err)
+	if _, ok := n.backend.get("abandoned"); ok {
+		t.Error("the abandoned Set took effect")
 	}
-	if v, err := n.kv.Get(ctx, "kept"); err != nil || string(v) != "v-kept" {
-		t.Errorf("Get kept = %q, %v", v, err)
+	if v, ok := n.backend.get("kept"); !ok || string(v) != "v-kept" {
+		t.Errorf("kept = %q, %v", v, ok)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -179,7 +179,7 @@ func TestForwardAbandonedWhileQueuedIsNotSent(t *testing.T) {
 // batch unrun; its operations then go one by one and all succeed.
 func TestForwardFallsBackForAPeerWithoutBatches(t *testing.T) {
 	n := startGatedNode(t)
-	n.kv.trans.Handle(kindOpBatch, nil)
+	n.trans.Handle(kindOpBatch, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -188,7 +188,7 @@ func TestForwardFallsBackForAPeerWithoutBatches(t *testing.T) {
 	n.fillWire(t, ctx, errs)
 	n.queueSets(t, ctx, errs, queued)
 	n.release(t, errs, forwardBatches+queued)
-	n.checkSets(t, ctx, queued)
+	n.checkSets(t, queued)
 }
 
 // Close answers every operation still queued and waits for the batches on the wire.
@@ -200,9 +200,7 @@ func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
 	errs := make(chan error, forwardBatches+3)
 	n.fillWire(t, ctx, errs)
 	n.queueSets(t, ctx, errs, 3)
-	if err := n.kv.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	n.client.Close()
 	closed, unknown := 0, 0
 	for range forwardBatches + 3 {
 		switch err := <-errs; {
@@ -217,7 +215,7 @@ func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
 	if closed != 3 || unknown != forwardBatches {
 		t.Errorf("%d ErrClosed and %d ErrOutcomeUnknown; want 3 (queued) and %d (on the wire)", closed, unknown, forwardBatches)
 	}
-	if _, err := n.kv.forward(ctx, "127.0.0.1:1", &opRequest{Op: opGet, Key: "k"}); !errors.Is(err, ErrClosed) {
+	if _, err := n.client.Forward(ctx, "127.0.0.1:1", &OpRequest{Op: OpGet, Key: "k"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("forward after Close: %v; want ErrClosed", err)
 	}
 }
@@ -225,24 +223,24 @@ func TestForwardCloseAnswersQueuedOperations(t *testing.T) {
 // A batch is answered in order, each operation with its own outcome; a batch larger than a
 // sender may make is refused whole.
 func TestServeOpBatch(t *testing.T) {
-	kv := startFuzzNode(t)
+	n := startTestNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kv.Set(ctx, keyIn("present", 1), []byte("here")); err != nil {
+	if _, err := n.backend.Write(ctx, 1, store.Command{Op: store.OpSet, Key: keyIn("present", 1), Value: []byte("here")}, raftgroup.WriteLevel{}); err != nil {
 		t.Fatal(err)
 	}
-	reqs := []opRequest{
-		{Partition: 0, Op: opSet, Key: keyIn("new", 0), Value: []byte("x"), TimeoutMS: 20000},
-		{Partition: 1, Op: opGet, Key: keyIn("present", 1), TimeoutMS: 20000},
-		{Partition: 2, Op: opGet, Key: keyIn("missing", 2), TimeoutMS: 20000},
-		{Partition: 3, Op: opSet, Key: keyIn("elsewhere", 0), Value: []byte("x"), TimeoutMS: 20000},
+	reqs := []OpRequest{
+		{Partition: 0, Op: OpSet, Key: keyIn("new", 0), Value: []byte("x"), TimeoutMS: 20000},
+		{Partition: 1, Op: OpGet, Key: keyIn("present", 1), TimeoutMS: 20000},
+		{Partition: 2, Op: OpGet, Key: keyIn("missing", 2), TimeoutMS: 20000},
+		{Partition: 3, Op: OpSet, Key: keyIn("elsewhere", 0), Value: []byte("x"), TimeoutMS: 20000},
 	}
-	out, err := kv.serveOpBatch(ctx, "test", mustMarshal(t, reqs))
+	out, err := n.server.serveOpBatch(ctx, "test", mustMarshal(t, reqs))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var resps []opResponse
-	if err := unmarshal(out, &resps); err != nil {
+	if err := Unmarshal(out, &resps); err != nil {
 		t.Fatal(err)
 	}
 	want := []uint8{codeOK, codeOK, codeKeyNotFound, codeInvalid}
@@ -258,11 +256,11 @@ func TestServeOpBatch(t *testing.T) {
 		t.Errorf("the Get in the batch read %q; want here", resps[1].Value)
 	}
 
-	tooMany := make([]opRequest, forwardBatchOps+1)
+	tooMany := make([]OpRequest, forwardBatchOps+1)
 	for i := range tooMany {
-		tooMany[i] = opRequest{Partition: 0, Op: opGet, Key: keyIn("new", 0)}
+		tooMany[i] = OpRequest{Partition: 0, Op: OpGet, Key: keyIn("new", 0)}
 	}
-	if _, err := kv.serveOpBatch(ctx, "test", mustMarshal(t, tooMany)); err == nil || !strings.Contains(err.Error(), "limit") {
+	if _, err := n.server.serveOpBatch(ctx, "test", mustMarshal(t, tooMany)); !errors.Is(err, ErrBadMessage) {
 		t.Errorf("a batch of %d operations: %v; want it refused", len(tooMany), err)
 	}
 }
@@ -273,10 +271,10 @@ func TestEncodeArray(t *testing.T) {
 	for _, n := range []int{2, 15, 16, 17, forwardBatchOps} {
 		batch := make([]*forwardedOp, n)
 		for i := range batch {
-			batch[i] = &forwardedOp{msg: mustMarshal(t, &opRequest{Partition: i, Op: opGet, Key: fmt.Sprint("k", i)})}
+			batch[i] = &forwardedOp{msg: mustMarshal(t, &OpRequest{Partition: i, Op: OpGet, Key: fmt.Sprint("k", i)})}
 		}
-		var reqs []opRequest
-		if err := unmarshal(encodeArray(batch), &reqs); err != nil {
+		var reqs []OpRequest
+		if err := Unmarshal(encodeArray(batch), &reqs); err != nil {
 			t.Fatalf("n=%d: %v", n, err)
 		}
 		if len(reqs) != n || reqs[n-1].Key != fmt.Sprint("k", n-1) || reqs[n-1].Partition != n-1 {

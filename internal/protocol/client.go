@@ -1,4 +1,4 @@
-package gridkv
+package protocol
 
 import (
 	"context"
@@ -24,18 +24,58 @@ const (
 	forwardBatchPayload = 1 << 20 // encoded requests per batch, at most half the frame limit
 )
 
+// Caller sends one request of a kind to the node at addr and returns its answer.
+// *transport.Transport is the Caller of a running node. Safe for concurrent use; Call blocks
+// until the answer, a failure, or ctx's end.
+type Caller interface {
+	Call(ctx context.Context, addr string, kind uint8, req []byte) ([]byte, error)
+}
+
+// Client sends this node's requests to other nodes: forwarded operations, batched per peer,
+// and the calls raftgroup makes (WaitApplied, term checks, removal queries). Safe for
+// concurrent use.
+type Client struct {
+	caller   Caller
+	maxBytes int // encoded requests per batch; a larger request goes alone
+	// notSent is told the partition of an operation whose batch never reached its peer, so
+	// the caller can forget the leader it guessed. It may be nil.
+	notSent func(partition int)
+
+	ctx    context.Context // cancelled by Close once forwarding stops taking operations
+	cancel context.CancelFunc
+
+	// mu guards peers and closed. Lock order: Client.mu before forwarder.mu (Prune and
+	// Close hold both).
+	mu     sync.Mutex
+	peers  map[string]*forwarder // by address
+	closed bool
+	wg     sync.WaitGroup // the forwarders' senders
+}
+
+// NewClient returns a Client that calls through caller. maxFrame is the transport's frame
+// limit: a batch of encoded requests stays within half of it. notSent may be nil.
+func NewClient(caller Caller, maxFrame int, notSent func(partition int)) *Client {
+	c := &Client{
+		caller:   caller,
+		maxBytes: min(forwardBatchPayload, maxFrame/2),
+		notSent:  notSent,
+		peers:    make(map[string]*forwarder),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
 // forwarder queues the operations this node forwards to the node at addr.
 type forwarder struct {
-	kv   *GridKV
+	c    *Client
 	addr string
 
+	// mu guards the fields below it.
 	mu      sync.Mutex
 	queue   []*forwardedOp
 	sending int  // batches on the wire, each with its own goroutine
 	used    bool // an operation was queued since the last prune
 	closed  bool // closed by Close, or retired by a prune: nothing more is queued
-
-	maxBytes int // encoded requests per batch; a larger request goes alone
 }
 
 // forwardedOp is one operation waiting for its batch's answer. Its request is encoded by its
@@ -62,24 +102,20 @@ type forwardResult struct {
 	err error
 }
 
-// forward sends req to the node at addr, in a batch with whatever else is waiting for it, and
-// returns that node's answer.
-func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (store.Result, error) {
-	op := &forwardedOp{partition: req.Partition, read: req.Op == opGet, done: make(chan forwardResult, 1)}
+// Forward sends req to the node at addr, in a batch with whatever else is waiting for it, and
+// returns that node's answer. It sets req.TimeoutMS from ctx's deadline. An error that
+// raftgroup.Retryable accepts means the operation did not run and may be sent again; a write
+// that may have run fails with raftgroup.ErrOutcomeUnknown.
+func (c *Client) Forward(ctx context.Context, addr string, req *OpRequest) (store.Result, error) {
+	op := &forwardedOp{partition: req.Partition, read: req.Op == OpGet, done: make(chan forwardResult, 1)}
 	op.deadline, _ = ctx.Deadline()
 	req.TimeoutMS = 0
-	req.VouchServer, req.VouchTerm = "", 0
-	if op.read && !req.Stale {
-		if g := kv.groups.Group(req.Partition); g != nil {
-			req.VouchServer, req.VouchTerm = g.ServerID(), g.Term()
-		}
-	}
 	if !op.deadline.IsZero() {
 		req.TimeoutMS = max(time.Until(op.deadline).Milliseconds(), 1)
 	}
 	op.msg = encodeOpRequest(req)
 	for {
-		f := kv.forwarder(addr)
+		f := c.forwarder(addr)
 		if f == nil {
 			return store.Result{}, ErrClosed
 		}
@@ -100,46 +136,46 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *opRequest) (sto
 	return store.Result{}, fmt.Errorf("%w: %w", raftgroup.ErrOutcomeUnknown, ctx.Err())
 }
 
-// forwarder returns the queue for addr, or nil once the node is closing.
-func (kv *GridKV) forwarder(addr string) *forwarder {
-	kv.fwdMu.Lock()
-	defer kv.fwdMu.Unlock()
-	if kv.fwdClosed {
+// forwarder returns the queue for addr, or nil once the client is closed.
+func (c *Client) forwarder(addr string) *forwarder {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return nil
 	}
-	f := kv.fwd[addr]
+	f := c.peers[addr]
 	if f == nil {
-		f = &forwarder{kv: kv, addr: addr, maxBytes: min(forwardBatchPayload, kv.cfg.network.WithDefaults().MaxFrameSize/2)}
-		kv.fwd[addr] = f
+		f = &forwarder{c: c, addr: addr}
+		c.peers[addr] = f
 	}
 	return f
 }
 
-// pruneForwarders retires the forwarders that queued nothing since the last prune, so that
-// peers which went away do not stay in the map. The placement loop calls it every tick.
-func (kv *GridKV) pruneForwarders() {
-	kv.fwdMu.Lock()
-	defer kv.fwdMu.Unlock()
-	for addr, f := range kv.fwd {
+// Prune retires the forwarders that queued nothing since the last prune, so that peers which
+// went away do not stay in the map. Call it now and then (the placement loop does, every tick).
+func (c *Client) Prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, f := range c.peers {
 		f.mu.Lock()
 		if !f.used && f.sending == 0 && len(f.queue) == 0 {
 			f.closed = true
-			delete(kv.fwd, addr)
+			delete(c.peers, addr)
 		}
 		f.used = false
 		f.mu.Unlock()
 	}
 }
 
-// closeForwarders fails every queued operation, then cancels kv.ctx, which ends the calls on
-// the wire, and waits for their senders. Queued operations are failed first so that no sender
-// takes them into a call that is cancelled before it leaves.
-func (kv *GridKV) closeForwarders() {
-	kv.fwdMu.Lock()
-	kv.fwdClosed = true
-	fs := kv.fwd
-	kv.fwd = nil
-	kv.fwdMu.Unlock()
+// Close fails every queued operation with ErrClosed, then ends the calls on the wire and waits
+// for their senders. Queued operations are failed first so that no sender takes them into a
+// call that is cancelled before it leaves. Later calls fail with ErrClosed. Idempotent.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	fs := c.peers
+	c.peers = nil
+	c.mu.Unlock()
 	for _, f := range fs {
 		f.mu.Lock()
 		f.closed = true
@@ -150,8 +186,8 @@ func (kv *GridKV) closeForwarders() {
 			op.done <- forwardResult{err: ErrClosed}
 		}
 	}
-	kv.cancel()
-	kv.fwdWG.Wait()
+	c.cancel()
+	c.wg.Wait()
 }
 
 // enqueue adds op to the next batch, starting a sender when fewer than forwardBatches are on
@@ -166,7 +202,7 @@ func (f *forwarder) enqueue(op *forwardedOp) bool {
 	f.used = true
 	if f.sending < forwardBatches {
 		f.sending++
-		f.kv.fwdWG.Add(1)
+		f.c.wg.Add(1)
 		go f.sendLoop()
 	}
 	return true
@@ -174,7 +210,7 @@ func (f *forwarder) enqueue(op *forwardedOp) bool {
 
 // sendLoop sends batches until the queue is empty.
 func (f *forwarder) sendLoop() {
-	defer f.kv.fwdWG.Done()
+	defer f.c.wg.Done()
 	for {
 		batch := f.take()
 		if batch == nil {
@@ -195,7 +231,7 @@ func (f *forwarder) take() []*forwardedOp {
 			return nil
 		}
 		n, size := 0, 0
-		for n < len(f.queue) && n < forwardBatchOps && (n == 0 || size+len(f.queue[n].msg) <= f.maxBytes) {
+		for n < len(f.queue) && n < forwardBatchOps && (n == 0 || size+len(f.queue[n].msg) <= f.c.maxBytes) {
 			size += len(f.queue[n].msg)
 			n++
 		}
@@ -216,7 +252,7 @@ func (f *forwarder) take() []*forwardedOp {
 
 // send makes one call carrying batch and hands every operation its answer.
 func (f *forwarder) send(batch []*forwardedOp) {
-	kv := f.kv
+	c := f.c
 	var latest time.Time
 	for _, op := range batch {
 		if op.deadline.IsZero() {
@@ -227,20 +263,20 @@ func (f *forwarder) send(batch []*forwardedOp) {
 			latest = op.deadline
 		}
 	}
-	ctx := kv.ctx // cancelled by Close
+	ctx := c.ctx // cancelled by Close
 	if !latest.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	resps, err := kv.callOps(ctx, f.addr, batch)
+	resps, err := c.callOps(ctx, f.addr, batch)
 	if len(batch) > 1 && errors.Is(err, transport.ErrUnknownKind) {
 		// A peer from before batches, met during a rolling upgrade. The batch did not run
 		// there, so each operation goes on its own, side by side.
 		var wg sync.WaitGroup
 		for _, op := range batch {
 			wg.Go(func() {
-				resps, err := kv.callOps(ctx, f.addr, []*forwardedOp{op})
+				resps, err := c.callOps(ctx, f.addr, []*forwardedOp{op})
 				f.answer(op, resps, 0, err)
 			})
 		}
@@ -257,8 +293,8 @@ func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error
 	var r forwardResult
 	if err != nil {
 		r.err = forwardError(op, f.addr, err)
-		if errors.Is(err, transport.ErrNotSent) {
-			f.kv.hints[op.partition].Store(nil)
+		if errors.Is(err, transport.ErrNotSent) && f.c.notSent != nil {
+			f.c.notSent(op.partition)
 		}
 	} else {
 		resp := &resps[i]
@@ -270,12 +306,12 @@ func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error
 
 // callOps sends batch to the node at addr and returns its answers, one per operation in
 // order. A single operation goes as it is; more go as one msgpack array of requests.
-func (kv *GridKV) callOps(ctx context.Context, addr string, batch []*forwardedOp) ([]opResponse, error) {
+func (c *Client) callOps(ctx context.Context, addr string, batch []*forwardedOp) ([]opResponse, error) {
 	kind, body := kindOp, batch[0].msg
 	if len(batch) > 1 {
 		kind, body = kindOpBatch, encodeArray(batch)
 	}
-	out, err := kv.trans.Call(ctx, addr, kind, body)
+	out, err := c.caller.Call(ctx, addr, kind, body)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +326,7 @@ func (kv *GridKV) callOps(ctx context.Context, addr string, batch []*forwardedOp
 		return nil, err
 	}
 	if len(resps) != len(batch) {
-		return nil, fmt.Errorf("gridkv: %s answered %d of %d forwarded operations", addr, len(resps), len(batch))
+		return nil, fmt.Errorf("%w: %s answered %d of %d forwarded operations", ErrBadMessage, addr, len(resps), len(batch))
 	}
 	return resps, nil
 }
@@ -320,41 +356,53 @@ func forwardError(op *forwardedOp, addr string, err error) error {
 	}
 }
 
-// serveOpBatch runs a batch of forwarded operations, each as serveOp would, side by side so
-// that writes to one partition share a log entry, and answers them in order.
-func (kv *GridKV) serveOpBatch(ctx context.Context, from string, b []byte) ([]byte, error) {
-	// Each request gets a goroutine: a peer may not ask for any number of them.
-	reqs, err := decodeArray(b, forwardBatchOps, decodeOpRequest)
+// WaitApplied asks the node at addr to wait until its replica of group has applied index
+// (raftgroup.Config.WaitApplied).
+func (c *Client) WaitApplied(ctx context.Context, addr string, group int, index uint64) error {
+	req := waitAppliedRequest{Partition: group, Index: index}
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
+	}
+	b, err := marshal(&req)
+	if err != nil {
+		return err
+	}
+	_, err = c.caller.Call(ctx, addr, kindWaitApplied, b)
+	return err
+}
+
+// TermChecks asks the node at addr to answer a leader's term checks
+// (raftgroup.Config.ConfirmTerms).
+func (c *Client) TermChecks(ctx context.Context, addr string, checks []raftgroup.TermCheck) ([]bool, error) {
+	b, err := marshal(checks)
 	if err != nil {
 		return nil, err
 	}
-	resps := make([]opResponse, len(reqs))
-	var wg sync.WaitGroup
-	for i := range reqs {
-		run := func() {
-			defer func() {
-				// The transport recovers its handlers' panics, not those of goroutines they start.
-				if r := recover(); r != nil {
-					kv.cfg.logger.Error("gridkv: forwarded operation panicked", "peer", from, "panic", r)
-					resps[i] = opResponse{Code: codeFailed, Msg: fmt.Sprintf("panic: %v", r)}
-				}
-			}()
-			resps[i] = kv.answerOp(ctx, &reqs[i])
-		}
-		if i == len(reqs)-1 {
-			run()
-			break
-		}
-		wg.Go(run)
+	out, err := c.caller.Call(ctx, addr, kindTermChecks, b)
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	size := 5
-	for i := range resps {
-		size += opResponseSize(&resps[i])
+	var oks []bool
+	if err := Unmarshal(out, &oks); err != nil {
+		return nil, err
 	}
-	out := appendArrayLen(make([]byte, 0, size), len(resps))
-	for i := range resps {
-		out = appendOpResponse(out, &resps[i])
+	return oks, nil
+}
+
+// Removed asks the node at addr, the leader of partition p as far as this node knows, whether
+// the server ID id is out of the group for good.
+func (c *Client) Removed(ctx context.Context, addr string, p int, id string) (bool, error) {
+	b, err := marshal(&removedRequest{Partition: p, ServerID: id})
+	if err != nil {
+		return false, err
 	}
-	return out, nil
+	out, err := c.caller.Call(ctx, addr, kindRemoved, b)
+	if err != nil {
+		return false, err
+	}
+	var resp removedResponse
+	if err := Unmarshal(out, &resp); err != nil {
+		return false, err
+	}
+	return resp.Removed, nil
 }

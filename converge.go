@@ -30,7 +30,7 @@ func (kv *GridKV) placementLoop() {
 	offset := 0
 	for {
 		kv.placementTick(deadSince, offset)
-		kv.pruneForwarders()
+		kv.peers.Prune()
 		offset++
 		select {
 		case <-kv.done:
@@ -181,7 +181,7 @@ func (kv *GridKV) leaderSaysRemoved(view *clusterView, g *raftgroup.Group) bool 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	removed, err := kv.callRemoved(ctx, hint.addr, g.ID(), g.ServerID())
+	removed, err := kv.peers.Removed(ctx, hint.addr, g.ID(), g.ServerID())
 	if err != nil {
 		kv.cfg.logger.Debug("asking whether a replica was removed", "partition", g.ID(), "leader", hint.id, "err", err)
 	}

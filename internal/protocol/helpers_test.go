@@ -1,0 +1,130 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/ring"
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testPartitions is the partition count of every test node.
+const testPartitions = 4
+
+// memBackend is a Backend over one map: writes apply at once, reads need no confirmation.
+// It stands in for a node's replicas, so the protocol is tested without Raft.
+type memBackend struct {
+	mu      sync.Mutex // guards entries and version
+	entries map[string]store.Result
+	version uint64
+	// onWrite, when set, runs before every write (a test's hook: panics, gates).
+	onWrite func(key string)
+}
+
+func newMemBackend() *memBackend { return &memBackend{entries: make(map[string]store.Result)} }
+
+func (b *memBackend) Read(ctx context.Context, p int, key string, read ReadMode) (store.Result, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.entries[key]
+	if !ok {
+		return store.Result{Applied: b.version}, store.ErrKeyNotFound
+	}
+	e.Applied = b.version
+	return e, nil
+}
+
+func (b *memBackend) Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
+	if b.onWrite != nil {
+		b.onWrite(cmd.Key)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur, ok := b.entries[cmd.Key]
+	switch cmd.Op {
+	case store.OpDelete:
+		if !ok {
+			return store.Result{}, store.ErrKeyNotFound
+		}
+		delete(b.entries, cmd.Key)
+		b.version++
+		return store.Result{Version: b.version}, nil
+	case store.OpCAS:
+		if cur.Version != cmd.Version {
+			return cur, store.ErrVersionMismatch
+		}
+	}
+	b.version++
+	b.entries[cmd.Key] = store.Result{Value: append([]byte(nil), cmd.Value...), Version: b.version}
+	return store.Result{Version: b.version}, nil
+}
+
+func (b *memBackend) get(key string) ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.entries[key]
+	return e.Value, ok
+}
+
+func (b *memBackend) WaitApplied(ctx context.Context, p int, index uint64) error { return nil }
+
+func (b *memBackend) CheckTerms(checks []raftgroup.TermCheck) []bool {
+	return make([]bool, len(checks))
+}
+
+func (b *memBackend) RemovedFromGroup(p int, id string) (bool, error) { return id == "gone", nil }
+
+// testNode is a transport on loopback with a Server over a memBackend and a Client: it
+// forwards to itself.
+type testNode struct {
+	trans   *transport.Transport
+	backend *memBackend
+	server  *Server
+	client  *Client
+}
+
+// startTestNode starts a testNode that closes when t ends.
+func startTestNode(t testing.TB) *testNode {
+	t.Helper()
+	trans, err := transport.Listen(transport.NetworkOptions{}, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{trans: trans, backend: newMemBackend()}
+	n.server = NewServer(n.backend, testPartitions, nil)
+	n.server.Register(trans)
+	n.client = NewClient(trans, transport.DefaultNetworkOptions().MaxFrameSize, nil)
+	t.Cleanup(func() {
+		n.client.Close()
+		_ = trans.Close()
+	})
+	return n
+}
+
+// keyIn returns a key of partition p, so requests reach the backend rather than the
+// partition check.
+func keyIn(prefix string, p int) string {
+	for i := 0; ; i++ {
+		if k := fmt.Sprintf("%s-%d", prefix, i); ring.PartitionOf(k, testPartitions) == p {
+			return k
+		}
+	}
+}
+
+func mustMarshal(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,204 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/feellmoose/gridkv/raftgroup"
+	"github.com/feellmoose/gridkv/ring"
+	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
+)
+
+// Backend is what a Server runs requests against: this node's replicas. Its methods are called
+// from many goroutines at once and may block until ctx ends.
+type Backend interface {
+	// Read reads key from this node's replica of partition p once read's confirmation (if
+	// any) succeeds, and reports the replica's applied index in the result. Without a replica
+	// here it returns a *raftgroup.NotLeaderError naming the leader it knows of.
+	Read(ctx context.Context, p int, key string, read ReadMode) (store.Result, error)
+	// Write proposes cmd to this node's replica of partition p, acknowledged at level; the
+	// result's Err is the command's own outcome folded into the error.
+	Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error)
+	// WaitApplied waits until this node's replica of partition p has applied index.
+	WaitApplied(ctx context.Context, p int, index uint64) error
+	// CheckTerms answers a leader's term checks (raftgroup.Manager.CheckTerms).
+	CheckTerms(checks []raftgroup.TermCheck) []bool
+	// RemovedFromGroup answers, as partition p's leader, whether server ID id is out of the
+	// group for good (raftgroup.Group.RemovedFromGroup).
+	RemovedFromGroup(p int, id string) (bool, error)
+}
+
+// ReadMode is how a forwarded read is confirmed before the replica answers it.
+type ReadMode struct {
+	// Stale answers from the replica as it is, with no confirmation.
+	Stale bool
+	// VouchServer and VouchTerm, when set, are the forwarding node's replica of the partition
+	// and its term, counted as a vote by raftgroup.Group.ReadIndexVouched.
+	VouchServer string
+	VouchTerm   uint64
+}
+
+// Registrar is where a Server installs its handlers; *transport.Transport is one.
+type Registrar interface {
+	Handle(kind uint8, h transport.Handler)
+}
+
+// Server answers the requests other nodes' Clients send. It checks every request against what
+// this node knows (partition count, key and value limits, the key's partition) before the
+// Backend sees it, so a malformed or misrouted request never reaches a replica.
+type Server struct {
+	backend    Backend
+	partitions int
+	logger     *slog.Logger
+}
+
+// NewServer returns a Server for a cluster of partitions partitions; logger may be nil.
+func NewServer(backend Backend, partitions int, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{backend: backend, partitions: partitions, logger: logger}
+}
+
+// Register installs the Server's handlers, one per request kind.
+func (s *Server) Register(r Registrar) {
+	r.Handle(kindOp, s.serveOp)
+	r.Handle(kindOpBatch, s.serveOpBatch)
+	r.Handle(kindWaitApplied, s.serveWaitApplied)
+	r.Handle(kindRemoved, s.serveRemoved)
+	r.Handle(kindTermChecks, s.serveTermChecks)
+}
+
+// serveOp runs a forwarded operation against this node's own replica.
+func (s *Server) serveOp(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var req OpRequest
+	if err := decodeOne(b, &req, decodeOpRequest); err != nil {
+		return nil, err
+	}
+	resp := s.answerOp(ctx, &req)
+	return encodeOpResponse(&resp), nil
+}
+
+// answerOp runs req within the time its caller gave it and returns its answer.
+func (s *Server) answerOp(ctx context.Context, req *OpRequest) opResponse {
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	res, err := s.runOp(ctx, req)
+	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
+	encodeError(err, &resp)
+	return resp
+}
+
+// runOp checks req and hands it to the backend.
+func (s *Server) runOp(ctx context.Context, req *OpRequest) (store.Result, error) {
+	if req.Partition < 0 || req.Partition >= s.partitions {
+		return store.Result{}, fmt.Errorf("%w: partition %d out of range", store.ErrInvalidKey, req.Partition)
+	}
+	if err := store.CheckKey(req.Key); err != nil {
+		return store.Result{}, err
+	}
+	if ring.PartitionOf(req.Key, s.partitions) != req.Partition {
+		return store.Result{}, fmt.Errorf("%w: key is not in partition %d", store.ErrInvalidKey, req.Partition)
+	}
+	if req.Op == OpGet {
+		return s.backend.Read(ctx, req.Partition, req.Key, ReadMode{Stale: req.Stale, VouchServer: req.VouchServer, VouchTerm: req.VouchTerm})
+	}
+	cmd := store.Command{Key: req.Key, Value: req.Value, Version: req.Version}
+	switch req.Op {
+	case OpSet:
+		cmd.Op = store.OpSet
+	case OpDelete:
+		cmd.Op = store.OpDelete
+	case OpCAS:
+		cmd.Op = store.OpCAS
+	default:
+		return store.Result{}, fmt.Errorf("%w: unknown operation %d", store.ErrInvalidKey, req.Op)
+	}
+	if err := store.CheckValue(cmd.Value); err != nil {
+		return store.Result{}, err
+	}
+	level := raftgroup.WriteLevel{Ack: raftgroup.Ack(req.Ack), Replicas: req.Replicas}
+	return s.backend.Write(ctx, req.Partition, cmd, level)
+}
+
+// serveOpBatch runs a batch of forwarded operations, each as serveOp would, side by side so
+// that writes to one partition share a log entry, and answers them in order.
+func (s *Server) serveOpBatch(ctx context.Context, from string, b []byte) ([]byte, error) {
+	// Each request gets a goroutine: a peer may not ask for any number of them.
+	reqs, err := decodeArray(b, forwardBatchOps, decodeOpRequest)
+	if err != nil {
+		return nil, err
+	}
+	resps := make([]opResponse, len(reqs))
+	var wg sync.WaitGroup
+	for i := range reqs {
+		run := func() {
+			defer func() {
+				// The transport recovers its handlers' panics, not those of goroutines they start.
+				if r := recover(); r != nil {
+					s.logger.Error("protocol: forwarded operation panicked", "peer", from, "panic", r)
+					resps[i] = opResponse{Code: codeFailed, Msg: fmt.Sprintf("panic: %v", r)}
+				}
+			}()
+			resps[i] = s.answerOp(ctx, &reqs[i])
+		}
+		if i == len(reqs)-1 {
+			run()
+			break
+		}
+		wg.Go(run)
+	}
+	wg.Wait()
+	size := 5
+	for i := range resps {
+		size += opResponseSize(&resps[i])
+	}
+	out := appendArrayLen(make([]byte, 0, size), len(resps))
+	for i := range resps {
+		out = appendOpResponse(out, &resps[i])
+	}
+	return out, nil
+}
+
+func (s *Server) serveWaitApplied(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var req waitAppliedRequest
+	if err := Unmarshal(b, &req); err != nil {
+		return nil, err
+	}
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	return nil, s.backend.WaitApplied(ctx, req.Partition, req.Index)
+}
+
+func (s *Server) serveTermChecks(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var checks []raftgroup.TermCheck
+	if err := Unmarshal(b, &checks); err != nil {
+		return nil, err
+	}
+	if len(checks) > raftgroup.MaxTermChecks {
+		return nil, fmt.Errorf("%w: %d term checks in one request, at most %d", ErrBadMessage, len(checks), raftgroup.MaxTermChecks)
+	}
+	return marshal(s.backend.CheckTerms(checks))
+}
+
+func (s *Server) serveRemoved(ctx context.Context, from string, b []byte) ([]byte, error) {
+	var req removedRequest
+	if err := Unmarshal(b, &req); err != nil {
+		return nil, err
+	}
+	removed, err := s.backend.RemovedFromGroup(req.Partition, req.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(&removedResponse{Removed: removed})
+}
