@@ -101,7 +101,7 @@ func balanced(c *cluster.Cluster) bool {
 // settle waits until the cluster is formed and its leaders are balanced. Status lists every
 // server of a group's Raft configuration as a replica, non-voters still catching up included,
 // so "3 replicas" alone does not mean a partition survives losing a node; a balanced leadership
-// means the placement loop has moved on from adding replicas to transferring leaders.
+// means the convergence loop has moved on from adding replicas to transferring leaders.
 func settle(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	n := len(c.Live())

@@ -7,29 +7,20 @@ import (
 
 	"github.com/feellmoose/gridkv/membership"
 	"github.com/feellmoose/gridkv/raftgroup"
-	"github.com/feellmoose/gridkv/ring"
 )
 
-// clusterView is one consistent picture of the cluster, rebuilt by the placement loop and
-// read lock-free by requests.
-type clusterView struct {
-	members       []membership.Member
-	placement     [][]raftgroup.Member // desired replicas per partition, preferred leader first
-	gossipLeaders map[int]leaderHint   // from the leader tables members gossip
-}
-
-// placementLoop keeps this node's groups converging on the ring's placement for the live
+// convergeLoop keeps this node's groups converging on the ring's placement for the live
 // members: it opens replicas placed here, has the groups this node leads add, promote and
 // remove replicas one step at a time, hands leadership to preferred replicas, drops replicas
 // no longer placed here, and gossips which partitions this node leads.
-func (kv *GridKV) placementLoop() {
+func (kv *GridKV) convergeLoop() {
 	defer kv.wg.Done()
-	deadSince := make(map[string]time.Time)
+	var deadSince map[string]time.Time
 	tick := time.NewTicker(kv.cfg.timings.ReconcileInterval)
 	defer tick.Stop()
 	offset := 0
 	for {
-		kv.placementTick(deadSince, offset)
+		deadSince = kv.convergeTick(deadSince, offset)
 		kv.peers.Prune()
 		offset++
 		select {
@@ -41,51 +32,20 @@ func (kv *GridKV) placementLoop() {
 	}
 }
 
-func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
-	now := time.Now()
-	members := kv.members.Members()
-	byID := make(map[string]membership.Member, len(members))
-	var live []string
-	for _, m := range members {
-		byID[m.ID] = m
-		switch m.State {
-		case membership.StateAlive, membership.StateSuspect:
-			delete(deadSince, m.ID)
-			live = append(live, m.ID)
-		case membership.StateDead:
-			if _, ok := deadSince[m.ID]; !ok {
-				deadSince[m.ID] = now
-			}
-			if now.Sub(deadSince[m.ID]) < kv.cfg.timings.DeadGrace {
-				live = append(live, m.ID)
-			}
-		}
-	}
-	view := &clusterView{
-		members:       members,
-		placement:     make([][]raftgroup.Member, kv.cfg.partitions),
-		gossipLeaders: make(map[int]leaderHint),
-	}
-	for p, ids := range ring.Place(kv.cfg.partitions, kv.cfg.replicas, live) {
-		for _, id := range ids {
-			m := byID[id]
-			view.placement[p] = append(view.placement[p], raftgroup.Member{NodeID: id, Incarnation: m.Incarnation, Addr: m.Addr})
-		}
-	}
-	for _, m := range members {
-		if m.State != membership.StateAlive {
-			continue
-		}
-		for _, p := range m.Leads {
-			if p >= 0 && p < kv.cfg.partitions {
-				view.gossipLeaders[p] = leaderHint{id: m.ID, addr: m.Addr}
-			}
-		}
-	}
+func (kv *GridKV) convergeTick(deadSince map[string]time.Time, offset int) map[string]time.Time {
+	view, deadSince := buildView(viewInput{
+		members:    kv.members.Members(),
+		deadSince:  deadSince,
+		now:        time.Now(),
+		deadGrace:  kv.cfg.timings.DeadGrace,
+		partitions: kv.cfg.partitions,
+		replicas:   kv.cfg.replicas,
+	})
+	byID := view.byID
 	kv.view.Store(view)
 	kv.dropStaleHints(byID)
 	if kv.closed.Load() {
-		return
+		return deadSince
 	}
 
 	for p, desired := range view.placement {
@@ -140,21 +100,13 @@ func (kv *GridKV) placementTick(deadSince map[string]time.Time, offset int) {
 	}
 	slices.Sort(leads)
 	kv.members.SetLeads(leads)
+	return deadSince
 }
 
-func placedHere(desired []raftgroup.Member, nodeID string) bool {
-	for _, m := range desired {
-		if m.NodeID == nodeID {
-			return true
-		}
-	}
-	return false
-}
-
-// pokePlacement runs on membership changes: the placement loop takes a fresh look at once
+// pokeConvergence runs on membership changes: the convergence loop takes a fresh look at once
 // instead of at its next tick. It may run before NewGridKV returns, so it touches nothing but
 // the channel.
-func (kv *GridKV) pokePlacement() {
+func (kv *GridKV) pokeConvergence() {
 	select {
 	case kv.poke <- struct{}{}:
 	default:

@@ -26,6 +26,10 @@ var (
 	// context ended; it wraps the cause. A write that fails this way may or may not have
 	// taken effect.
 	ErrUnavailable = errors.New("gridkv: unavailable")
+	// ErrClusterMismatch is returned by NewGridKV when the node's Partitions or ReplicaCount
+	// differ from those of the cluster it joined; the error names both values. The node
+	// leaves again, and the cluster goes on as before.
+	ErrClusterMismatch = errors.New("gridkv: settings differ from the cluster's")
 )
 
 // Limits on keys and values.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -31,10 +30,10 @@ type GridKV struct {
 	// hints[p] is the leader of partition p as last reported by a peer or gossip; it saves a
 	// hop when this node does not host p's leader.
 	hints []atomic.Pointer[leaderHint]
-	// view is the latest placement and member table, rebuilt by the placement loop.
+	// view is the latest placement and member table, rebuilt by the convergence loop.
 	view atomic.Pointer[clusterView]
 
-	// poke wakes the placement loop early (membership changed).
+	// poke wakes the convergence loop early (membership changed).
 	poke chan struct{}
 
 	// peers sends this node's requests to other nodes: forwarded operations, batched per
@@ -45,7 +44,7 @@ type GridKV struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
-	wg        sync.WaitGroup // the placement loop
+	wg        sync.WaitGroup // the convergence loop
 }
 
 type leaderHint struct {
@@ -62,10 +61,8 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		return nil, err
 	}
 	kv := &GridKV{
-		cfg:         cfg,
 		incarnation: newIncarnation(),
 		acct:        store.NewAccountant(cfg.storage.MaxMemoryMB),
-		hints:       make([]atomic.Pointer[leaderHint], cfg.partitions),
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
 	}
@@ -80,6 +77,44 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
 	}
 	kv.peers = protocol.NewClient(kv.trans, cfg.network.MaxFrameSize, kv.forgetLeader)
+
+	bootstrap := len(cfg.seeds) == 0
+	clusterID := ""
+	if bootstrap {
+		clusterID = newClusterID(clusterSettings{partitions: cfg.partitions, replicas: cfg.replicas})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.timings.JoinTimeout+5*time.Second)
+	defer cancel()
+	kv.members, err = membership.Start(ctx, membership.Config{
+		NodeID:      cfg.nodeID,
+		Addr:        kv.trans.Addr(),
+		Incarnation: kv.incarnation,
+		ClusterID:   clusterID,
+		Seeds:       cfg.seeds,
+		Transport:   kv.trans.Gossip(),
+		Timing:      cfg.timings.Gossip,
+		JoinTimeout: cfg.timings.JoinTimeout,
+		SecretKey:   cfg.network.ClusterKey,
+		Logger:      log,
+		OnChange:    kv.pokeConvergence,
+	})
+	if err != nil {
+		kv.peers.Close()
+		kv.trans.Close()
+		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
+	}
+	if settings, ok := parseClusterID(kv.members.ClusterID()); ok && !bootstrap {
+		if err := cfg.adoptCluster(settings); err != nil {
+			// Nothing is hosted yet: leave at once, and the cluster replaces nothing.
+			if lerr := kv.members.Leave(time.Second); lerr != nil {
+				log.Debug("leave", "err", lerr)
+			}
+			kv.shutdown()
+			return nil, err
+		}
+	}
+	kv.cfg = cfg
+	kv.hints = make([]atomic.Pointer[leaderHint], cfg.partitions)
 	kv.groups = raftgroup.NewManager(raftgroup.Config{
 		NodeID:       cfg.nodeID,
 		Incarnation:  kv.incarnation,
@@ -96,32 +131,6 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	protocol.NewServer(replicas{kv}, cfg.partitions, log).Register(kv.trans)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
-	bootstrap := len(cfg.seeds) == 0
-	clusterID := ""
-	if bootstrap {
-		clusterID = newClusterID()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.timings.JoinTimeout+5*time.Second)
-	defer cancel()
-	kv.members, err = membership.Start(ctx, membership.Config{
-		NodeID:      cfg.nodeID,
-		Addr:        kv.trans.Addr(),
-		Incarnation: kv.incarnation,
-		ClusterID:   clusterID,
-		Seeds:       cfg.seeds,
-		Transport:   kv.trans.Gossip(),
-		Timing:      cfg.timings.Gossip,
-		JoinTimeout: cfg.timings.JoinTimeout,
-		SecretKey:   cfg.network.ClusterKey,
-		Logger:      log,
-		OnChange:    kv.pokePlacement,
-	})
-	if err != nil {
-		kv.peers.Close()
-		kv.groups.Close()
-		kv.trans.Close()
-		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
-	}
 	if bootstrap {
 		for p := 0; p < cfg.partitions; p++ {
 			if _, err := kv.groups.Open(p, true); err != nil {
@@ -131,10 +140,11 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		}
 		log.Info("created a new cluster", "cluster", kv.members.ClusterID(), "partitions", cfg.partitions)
 	} else {
-		log.Info("joined the cluster", "cluster", kv.members.ClusterID(), "seeds", cfg.seeds)
+		log.Info("joined the cluster", "cluster", kv.members.ClusterID(), "seeds", cfg.seeds,
+			"partitions", cfg.partitions, "replicas", cfg.replicas)
 	}
 	kv.wg.Add(1)
-	go kv.placementLoop()
+	go kv.convergeLoop()
 	return kv, nil
 }
 
@@ -187,7 +197,9 @@ func (kv *GridKV) Close() error {
 // transport while they stop.
 func (kv *GridKV) shutdown() error {
 	kv.peers.Close()
-	kv.groups.Close()
+	if kv.groups != nil {
+		kv.groups.Close()
+	}
 	var first error
 	if err := kv.members.Shutdown(); err != nil {
 		first = err
@@ -246,7 +258,7 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 }
 
 // openOnDemand creates this node's replica of a group when a leader contacts it first (the
-// leader added it before this node's placement loop opened it).
+// leader added it before this node's convergence loop opened it).
 func (kv *GridKV) openOnDemand(group uint32) bool {
 	if kv.closed.Load() || int(group) >= kv.cfg.partitions {
 		return false
@@ -261,10 +273,4 @@ func newIncarnation() uint64 {
 		return uint64(time.Now().UnixNano())
 	}
 	return binary.BigEndian.Uint64(b[:]) | 1
-}
-
-func newClusterID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

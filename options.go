@@ -35,14 +35,18 @@ type GridKVOptions struct {
 	Network *transport.NetworkOptions // nil: defaults, BindAddr = LocalAddress
 	Storage *store.StorageOptions     // nil: defaults (store.BackendMemorySharded)
 
+	// ReplicaCount and Partitions are fixed when a cluster is created, by its first node, and
+	// travel with the cluster's ID. A joining node that leaves them zero takes the cluster's;
+	// one that sets them otherwise fails NewGridKV with ErrClusterMismatch.
 	ReplicaCount int // N, default 3
 	WriteQuorum  int // W, default N/2+1
 	ReadQuorum   int // R, default N/2+1
-	Partitions   int // fixed for the cluster's life; default DefaultPartitions
+	Partitions   int // default DefaultPartitions
 
 	Logger *slog.Logger // nil: discard
 
-	// Timings tunes failure detection, elections and placement; nil: DefaultTimings().
+	// Timings tunes failure detection, elections and placement; nil: DefaultTimings(). A
+	// zero field takes its DefaultTimings value.
 	Timings *Timings
 
 	// ClusterKey is the secret every node of the cluster shares: 16, 24 or 32 bytes. It
@@ -117,6 +121,9 @@ type config struct {
 	partitions int
 	logger     *slog.Logger
 	timings    Timings
+
+	// Which cluster-wide settings the caller chose; the others follow the cluster joined.
+	partitionsSet, replicasSet, writeQSet, readQSet bool
 }
 
 // newConfig fills defaults and validates relations, naming the offending field and value.
@@ -150,30 +157,16 @@ func newConfig(o *GridKVOptions) (config, error) {
 			c.seeds = append(c.seeds, s)
 		}
 	}
+	c.replicasSet, c.partitionsSet = c.replicas != 0, c.partitions != 0
+	c.writeQSet, c.readQSet = c.writeQ != 0, c.readQ != 0
 	if c.replicas == 0 {
 		c.replicas = 3
-	}
-	if c.replicas < 1 || c.replicas > 9 {
-		return config{}, fmt.Errorf("gridkv: ReplicaCount %d must be in 1..9", c.replicas)
-	}
-	majority := c.replicas/2 + 1
-	if c.writeQ == 0 {
-		c.writeQ = majority
-	}
-	if c.readQ == 0 {
-		c.readQ = majority
-	}
-	if c.writeQ < 1 || c.writeQ > c.replicas {
-		return config{}, fmt.Errorf("gridkv: WriteQuorum %d must be in 1..ReplicaCount (%d)", c.writeQ, c.replicas)
-	}
-	if c.readQ < 1 || c.readQ > c.replicas {
-		return config{}, fmt.Errorf("gridkv: ReadQuorum %d must be in 1..ReplicaCount (%d)", c.readQ, c.replicas)
 	}
 	if c.partitions == 0 {
 		c.partitions = DefaultPartitions
 	}
-	if c.partitions < 1 || c.partitions > MaxPartitions {
-		return config{}, fmt.Errorf("gridkv: Partitions %d must be in 1..%d", c.partitions, MaxPartitions)
+	if err := c.checkClusterSettings(); err != nil {
+		return config{}, err
 	}
 	if o.Network != nil {
 		c.network = *o.Network
@@ -205,26 +198,92 @@ func newConfig(o *GridKVOptions) (config, error) {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
-	c.timings = DefaultTimings()
 	if o.Timings != nil {
 		c.timings = *o.Timings
 	}
-	if c.timings.ReconcileInterval <= 0 {
-		return config{}, fmt.Errorf("gridkv: Timings.ReconcileInterval %v must be positive", c.timings.ReconcileInterval)
-	}
-	if c.timings.MaxChangesPerTick < 1 {
-		return config{}, fmt.Errorf("gridkv: Timings.MaxChangesPerTick %d must be at least 1", c.timings.MaxChangesPerTick)
-	}
-	if c.timings.Raft == (raftgroup.Timing{}) {
-		c.timings.Raft = raftgroup.DefaultTiming()
-	}
-	if c.timings.Raft.MaxBatch < 1 || c.timings.Raft.MaxBatch > store.MaxBatch {
-		return config{}, fmt.Errorf("gridkv: Timings.Raft.MaxBatch %d must be in 1..%d", c.timings.Raft.MaxBatch, store.MaxBatch)
-	}
-	if c.timings.Raft.MaxInflightBatches < 1 {
-		return config{}, fmt.Errorf("gridkv: Timings.Raft.MaxInflightBatches %d must be at least 1", c.timings.Raft.MaxInflightBatches)
+	if err := c.timings.fill(); err != nil {
+		return config{}, err
 	}
 	return c, nil
+}
+
+// fill gives each zero field of t its DefaultTimings value and checks the rest, naming the
+// field and its value. Every node checks its Raft timings here, though its replicas may start
+// long after NewGridKV returned.
+func (t *Timings) fill() error {
+	def := DefaultTimings()
+	if t.Gossip == (membership.Timing{}) {
+		t.Gossip = def.Gossip
+	}
+	if t.Raft == (raftgroup.Timing{}) {
+		t.Raft = def.Raft
+	}
+	for _, f := range []struct {
+		name       string
+		v          *time.Duration
+		defaultVal time.Duration
+	}{
+		{"JoinTimeout", &t.JoinTimeout, def.JoinTimeout},
+		{"DeadGrace", &t.DeadGrace, def.DeadGrace},
+		{"ReconcileInterval", &t.ReconcileInterval, def.ReconcileInterval},
+	} {
+		if *f.v < 0 {
+			return fmt.Errorf("gridkv: Timings.%s %v must not be negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.defaultVal
+		}
+	}
+	if t.MaxChangesPerTick < 0 {
+		return fmt.Errorf("gridkv: Timings.MaxChangesPerTick %d must not be negative", t.MaxChangesPerTick)
+	}
+	if t.MaxChangesPerTick == 0 {
+		t.MaxChangesPerTick = def.MaxChangesPerTick
+	}
+	if err := t.Raft.Validate(); err != nil {
+		return fmt.Errorf("gridkv: Timings.Raft.%w", err)
+	}
+	return nil
+}
+
+// checkClusterSettings fills the quorums' defaults and checks ReplicaCount, the quorums and
+// Partitions against each other.
+func (c *config) checkClusterSettings() error {
+	if c.replicas < 1 || c.replicas > 9 {
+		return fmt.Errorf("gridkv: ReplicaCount %d must be in 1..9", c.replicas)
+	}
+	majority := c.replicas/2 + 1
+	if c.writeQ == 0 || !c.writeQSet {
+		c.writeQ, c.writeQSet = majority, false
+	}
+	if c.readQ == 0 || !c.readQSet {
+		c.readQ, c.readQSet = majority, false
+	}
+	if c.writeQ < 1 || c.writeQ > c.replicas {
+		return fmt.Errorf("gridkv: WriteQuorum %d must be in 1..ReplicaCount (%d)", c.writeQ, c.replicas)
+	}
+	if c.readQ < 1 || c.readQ > c.replicas {
+		return fmt.Errorf("gridkv: ReadQuorum %d must be in 1..ReplicaCount (%d)", c.readQ, c.replicas)
+	}
+	if c.partitions < 1 || c.partitions > MaxPartitions {
+		return fmt.Errorf("gridkv: Partitions %d must be in 1..%d", c.partitions, MaxPartitions)
+	}
+	return nil
+}
+
+// adoptCluster takes the Partitions and ReplicaCount of the cluster this node joined, fixed
+// when the cluster was created: a node that left them zero takes the cluster's, and one that
+// set them otherwise is refused with both values named. Nodes that disagreed would place
+// partitions differently and route keys to partitions that do not hold them.
+func (c *config) adoptCluster(s clusterSettings) error {
+	if c.partitionsSet && c.partitions != s.partitions {
+		return fmt.Errorf("%w: Partitions is %d here, the cluster's is %d", ErrClusterMismatch, c.partitions, s.partitions)
+	}
+	if c.replicasSet && c.replicas != s.replicas {
+		return fmt.Errorf("%w: ReplicaCount is %d here, the cluster's is %d", ErrClusterMismatch, c.replicas, s.replicas)
+	}
+	c.partitions, c.replicas = s.partitions, s.replicas
+	return c.checkClusterSettings()
 }
 
 func checkHostPort(field, addr string) error {
@@ -262,7 +321,7 @@ type Consistency int
 
 const (
 	Linearizable Consistency = iota + 1 // leader, after confirming leadership
-	Stale                               // local replica if any, else another replica
+	Stale                               // this node's replica if it has one, else as Linearizable
 )
 
 // Option changes one call. It is a plain value rather than a function so that passing one

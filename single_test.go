@@ -356,11 +356,16 @@ func TestSingleInvalidOptions(t *testing.T) {
 		{"too many Partitions", func(o *gridkv.GridKVOptions) { o.Partitions = gridkv.MaxPartitions + 1 }, []string{"Partitions", fmt.Sprint(gridkv.MaxPartitions + 1)}},
 		{"negative MaxMemoryMB", func(o *gridkv.GridKVOptions) { o.Storage = &store.StorageOptions{MaxMemoryMB: -1} }, []string{"MaxMemoryMB", "-1"}},
 		{"ShardCount not a power of two", func(o *gridkv.GridKVOptions) { o.Storage = &store.StorageOptions{ShardCount: 3} }, []string{"ShardCount", "3"}},
-		{"zero ReconcileInterval", func(o *gridkv.GridKVOptions) {
+		{"negative ReconcileInterval", func(o *gridkv.GridKVOptions) {
 			tm := gridkv.LocalTimings()
-			tm.ReconcileInterval = 0
+			tm.ReconcileInterval = -time.Second
 			o.Timings = &tm
-		}, []string{"ReconcileInterval", "0"}},
+		}, []string{"ReconcileInterval", "-1s"}},
+		{"lease above heartbeat", func(o *gridkv.GridKVOptions) {
+			tm := gridkv.LocalTimings()
+			tm.Raft.LeaderLeaseTimeout = time.Second
+			o.Timings = &tm
+		}, []string{"LeaderLeaseTimeout 1s", "HeartbeatTimeout 500ms"}},
 	}
 	for _, tc := range cases {
 		o := valid()

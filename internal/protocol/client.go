@@ -152,7 +152,7 @@ func (c *Client) forwarder(addr string) *forwarder {
 }
 
 // Prune retires the forwarders that queued nothing since the last prune, so that peers which
-// went away do not stay in the map. Call it now and then (the placement loop does, every tick).
+// went away do not stay in the map. Call it now and then (the convergence loop does, every tick).
 func (c *Client) Prune() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
