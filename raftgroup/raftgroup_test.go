@@ -603,3 +603,25 @@ func TestStaleFloor(t *testing.T) {
 		t.Fatalf("stale-readable at applied index %d, below the floor %d", follower.Partition().AppliedIndex(), index+2)
 	}
 }
+
+// Voters lists the voters' node IDs in configuration order and leaves learners out.
+func TestVoters(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	want := []string{"n0", "n1", "n2"} // bootstrapped on n0, the others added in desired order
+	if got, err := g.Voters(); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Voters() = %v, %v; want %v", got, err, want)
+	}
+	// A learner that never catches up (its node does not answer) is not a voter.
+	dead := Member{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
+	desired := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member(), dead}
+	if ch, err := g.Reconcile(desired, false); ch != AddedLearner || err != nil {
+		t.Fatalf("Reconcile = %v, %v; want a learner added", ch, err)
+	}
+	if _, learners := voterIDs(t, g); len(learners) != 1 {
+		t.Fatalf("learners %v, want the one just added", learners)
+	}
+	if got, err := g.Voters(); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Voters() with a learner = %v, %v; want %v", got, err, want)
+	}
+}

@@ -154,6 +154,23 @@ func (g *Group) VoterCount() (voters int, self bool, err error) {
 	return voters, self, nil
 }
 
+// Voters returns the node IDs of the voters in the group's latest configuration as this
+// replica knows it, in configuration order.
+func (g *Group) Voters() ([]string, error) {
+	cfg, err := g.Configuration()
+	if err != nil {
+		return nil, err
+	}
+	var voters []string
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			nodeID, _ := NodeOf(s.ID)
+			voters = append(voters, nodeID)
+		}
+	}
+	return voters, nil
+}
+
 // Retired reports whether this replica may be dropped without ever voting again under its
 // server ID: its own configuration no longer lists it, and that configuration is committed.
 // A removed follower often never learns its removal was committed (the leader stops
