@@ -47,14 +47,16 @@ func fastTiming() Timing {
 	return t
 }
 
-func startNode(t *testing.T, id string, inc uint64, addr string, partitions int) *node {
+// startNode starts a manager on its own loopback transport; each of adjust may change its
+// Config before the manager is made.
+func startNode(t *testing.T, id string, inc uint64, addr string, partitions int, adjust ...func(*Config)) *node {
 	t.Helper()
 	tr, err := transport.Listen(transport.DefaultNetworkOptions(), addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{id: id, inc: inc, tr: tr}
-	n.m = NewManager(Config{
+	cfg := Config{
 		NodeID:      id,
 		Incarnation: inc,
 		Addr:        tr.Addr(),
@@ -82,7 +84,11 @@ func startNode(t *testing.T, id string, inc uint64, addr string, partitions int)
 			return oks, msgpack.Unmarshal(out, &oks)
 		},
 		Timing: fastTiming(),
-	})
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	n.m = NewManager(cfg)
 	tr.Handle(kindTermChecks, func(ctx context.Context, from string, req []byte) ([]byte, error) {
 		if n.refuseTermChecks.Load() {
 			return nil, errors.New("term checks refused")

@@ -102,7 +102,7 @@ func (g *Group) caughtUp(learner raft.Server) bool {
 	if err != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(g.ctx, time.Second)
 	defer cancel()
 	err = g.m.cfg.WaitApplied(ctx, hostPort, g.id, g.visibleIndex(g.raft.CommitIndex()))
 	if err != nil {
