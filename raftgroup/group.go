@@ -25,6 +25,7 @@ type Group struct {
 	part     *store.Partition
 	fsm      *fsm
 	logs     *appendNotifier
+	snaps    *viewSnapshotStore
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	created  time.Time
@@ -80,7 +81,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	stores := newReplicaStores(g.part)
-	g.fsm, g.logs = stores.fsm, stores.logs
+	g.fsm, g.logs, g.snaps = stores.fsm, stores.logs, stores.snaps
 	stores.snaps.onResend = g.requestSnapshot
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
@@ -281,6 +282,8 @@ func (g *Group) shutdown() {
 		if err := g.raft.Shutdown().Error(); err != nil {
 			g.logger.Warn("raft shutdown", "err", err)
 		}
+		g.fsm.waitStopped()
+		g.snaps.close()
 		close(g.done)
 		g.cancel()
 		g.wg.Wait()
