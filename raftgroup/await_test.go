@@ -14,7 +14,7 @@ import (
 // calls it stops taking anything else, as it would on a slow disk.
 type stallingLog struct {
 	raft.LogStore
-	mu      sync.Mutex
+	mu      sync.Mutex    // guards stalled
 	stalled chan struct{} // nil: not stalled
 }
 

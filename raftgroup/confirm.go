@@ -145,11 +145,13 @@ type termConfirmer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	peers  map[string]*checkQueue // only peers with a call in flight
-	closed bool
+	mu     sync.Mutex             // guards peers, closed, and the waiting list of every queue in peers
+	peers  map[string]*checkQueue // only peers with a call in flight: ask starts a sender for the others
+	closed bool                   // set by close: ask answers no without queueing
 }
 
+// checkQueue holds the checks for one peer that wait for its sender's next call. Its
+// waiting list is guarded by termConfirmer.mu.
 type checkQueue struct{ waiting []pendingCheck }
 
 type pendingCheck struct {

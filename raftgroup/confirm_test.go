@@ -152,7 +152,7 @@ func TestReadIndexVouched(t *testing.T) {
 // group, each distinct check once, and every asker gets its own answer.
 func TestTermConfirmerSharesCalls(t *testing.T) {
 	gate := make(chan struct{})
-	var mu sync.Mutex
+	var mu sync.Mutex // guards calls
 	var calls [][]TermCheck
 	call := func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error) {
 		mu.Lock()

@@ -50,9 +50,13 @@ type fsm struct {
 	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
 	logger   *slog.Logger  // nil until setFailStop
 	stop     func()        // shuts the replica's Raft instance down; nil until setFailStop
-	stopping bool          // stop has been started
+	stopping bool          // stop has been started, or waitStopped was called: start none
 	unlogged []any         // a failure's log attributes, kept when it came before the logger
 	guard    restoreGuard  // nil: every snapshot is restored
+
+	// stopped counts the goroutine running stop; waitStopped waits for it. Added to only
+	// under mu while stopping is false.
+	stopped sync.WaitGroup
 }
 
 // restoreGuard is consulted around every snapshot restore: admit, given the snapshot's index
@@ -174,11 +178,26 @@ func (f *fsm) startStop() {
 	start := stop != nil && !f.stopping
 	if start {
 		f.stopping = true
+		f.stopped.Add(1)
 	}
 	f.mu.Unlock()
 	if start {
-		go stop()
+		go func() {
+			defer f.stopped.Done()
+			stop()
+		}()
 	}
+}
+
+// waitStopped waits for a stop that a failure started, and keeps any later failure from
+// starting one: the owner is stopping the Raft instance itself. Raft's shutdown waits for
+// its goroutines only in the first caller, so an owner whose own shutdown came second learns
+// here that the instance has stopped.
+func (f *fsm) waitStopped() {
+	f.mu.Lock()
+	f.stopping = true
+	f.mu.Unlock()
+	f.stopped.Wait()
 }
 
 // rewound reports whether the state is behind highWater: set back by a snapshot restore, or

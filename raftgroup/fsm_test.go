@@ -222,3 +222,50 @@ func TestApplyPanicMidBatchKeepsEarlierResults(t *testing.T) {
 		t.Fatalf("applied %d, %d keys; want 2, 2", part.AppliedIndex(), part.Len())
 	}
 }
+
+// The owner's shutdown waits for a stop a failure started, and a failure after the owner began
+// stopping the instance itself starts none.
+func TestWaitStoppedWaitsForTheFailStop(t *testing.T) {
+	part := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+	defer part.Close()
+	f := newFSM(part)
+	started, release := make(chan struct{}), make(chan struct{})
+	f.setFailStop(nil, func() {
+		close(started)
+		<-release
+	})
+	if err := f.Restore(panickingReader{}); !errors.Is(err, errStateMachineFailed) {
+		t.Fatalf("Restore that panicked: %v", err)
+	}
+	<-started
+	waited := make(chan struct{})
+	go func() {
+		f.waitStopped()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("waitStopped returned while the stop was running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitStopped still waiting after the stop returned")
+	}
+
+	part2 := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+	defer part2.Close()
+	f2 := newFSM(part2)
+	var ran atomic.Bool
+	f2.setFailStop(nil, func() { ran.Store(true) })
+	f2.waitStopped()
+	if err := f2.Restore(panickingReader{}); !errors.Is(err, errStateMachineFailed) {
+		t.Fatalf("Restore that panicked: %v", err)
+	}
+	f2.waitStopped()
+	if ran.Load() {
+		t.Fatal("a failure after waitStopped started a stop")
+	}
+}

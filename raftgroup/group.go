@@ -25,6 +25,7 @@ type Group struct {
 	part     *store.Partition
 	fsm      *fsm
 	logs     *appendNotifier
+	snaps    *viewSnapshotStore
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	created  time.Time
@@ -50,9 +51,15 @@ type Group struct {
 	// checks: asked first.
 	preferredPeer atomic.Value
 
-	done      chan struct{}
+	done chan struct{} // closed by shutdown once the Raft instance has stopped
+	// ctx is cancelled by shutdown: the calls this group makes to other nodes (WaitApplied
+	// questions) derive from it, so none waits out its own timeout after the group stopped.
+	ctx       context.Context
+	cancel    context.CancelFunc
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// wg counts every goroutine the group starts (its loops, and one per question to another
+	// replica); shutdown waits for them all.
+	wg sync.WaitGroup
 }
 
 func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
@@ -72,8 +79,9 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 
 		snapshotNow: make(chan struct{}, 1),
 	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 	stores := newReplicaStores(g.part)
-	g.fsm, g.logs = stores.fsm, stores.logs
+	g.fsm, g.logs, g.snaps = stores.fsm, stores.logs, stores.snaps
 	stores.snaps.onResend = g.requestSnapshot
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
@@ -103,6 +111,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 
 	r, err := raft.NewRaft(rc, g.fsm, g.logs, stores.stable, stores.snaps, g.trans)
 	if err != nil {
+		g.cancel()
 		g.trans.Close()
 		g.part.Close()
 		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
@@ -273,7 +282,10 @@ func (g *Group) shutdown() {
 		if err := g.raft.Shutdown().Error(); err != nil {
 			g.logger.Warn("raft shutdown", "err", err)
 		}
+		g.fsm.waitStopped()
+		g.snaps.close()
 		close(g.done)
+		g.cancel()
 		g.wg.Wait()
 		g.trans.Close()
 		g.part.Close()

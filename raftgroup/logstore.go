@@ -107,7 +107,9 @@ type replayLog struct {
 	raft.LogStore
 	applied func() uint64 // the state machine's applied index
 
-	mu sync.Mutex // orders admitRestore and restoreDone with DeleteRange
+	// mu guards pinFrom, pinTo and restoring, and is held across the inner DeleteRange, so a
+	// compaction never runs between admitRestore's check of the log and its pin.
+	mu sync.Mutex
 	// pinFrom..pinTo escape compaction while pinTo != 0: from the entry after an admitted
 	// snapshot to what the replica had applied before it.
 	pinFrom, pinTo uint64

@@ -70,9 +70,12 @@ type Config struct {
 	// Layer returns the stream layer that carries one group's Raft traffic.
 	Layer func(group uint32) raft.StreamLayer
 	// WaitApplied asks the node at addr to wait until its replica of group has applied index.
+	// It must return soon after ctx ends: Close cancels the calls in flight and waits for
+	// them.
 	WaitApplied func(ctx context.Context, addr string, group int, index uint64) error
 	// ConfirmTerms (optional) asks the node at addr to answer term checks with its
 	// Manager's CheckTerms. Without it every linearizable read round is a heartbeat round.
+	// Like WaitApplied, it must return soon after ctx ends.
 	ConfirmTerms func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error)
 
 	Timing Timing       // zero: DefaultTiming()
@@ -181,7 +184,8 @@ func (m *Manager) WaitApplied(ctx context.Context, p int, index uint64) error {
 	return g.waitApplied(ctx, index)
 }
 
-// Close stops every group. Idempotent.
+// Close stops every group and returns once every goroutine the manager and its groups
+// started has ended. Idempotent.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	m.closed = true

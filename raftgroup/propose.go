@@ -250,11 +250,13 @@ func (g *Group) waitReplicasApplied(index uint64, n int) error {
 	if need <= 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.m.cfg.Timing.ApplyTimeout)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(g.ctx, g.m.cfg.Timing.ApplyTimeout)
+	defer cancel() // ends the questions still out once enough answered
 	results := make(chan error, len(others))
+	g.wg.Add(len(others)) // this runs on a goroutine of g.wg: never at zero here
 	for _, s := range others {
 		go func() {
+			defer g.wg.Done()
 			hostPort, _, err := SplitAddress(s.Address)
 			if err == nil {
 				err = g.m.cfg.WaitApplied(ctx, hostPort, g.id, index)

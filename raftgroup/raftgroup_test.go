@@ -47,14 +47,16 @@ func fastTiming() Timing {
 	return t
 }
 
-func startNode(t *testing.T, id string, inc uint64, addr string, partitions int) *node {
+// startNode starts a manager on its own loopback transport; each of adjust may change its
+// Config before the manager is made.
+func startNode(t *testing.T, id string, inc uint64, addr string, partitions int, adjust ...func(*Config)) *node {
 	t.Helper()
 	tr, err := transport.Listen(transport.DefaultNetworkOptions(), addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{id: id, inc: inc, tr: tr}
-	n.m = NewManager(Config{
+	cfg := Config{
 		NodeID:      id,
 		Incarnation: inc,
 		Addr:        tr.Addr(),
@@ -82,7 +84,11 @@ func startNode(t *testing.T, id string, inc uint64, addr string, partitions int)
 			return oks, msgpack.Unmarshal(out, &oks)
 		},
 		Timing: fastTiming(),
-	})
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	n.m = NewManager(cfg)
 	tr.Handle(kindTermChecks, func(ctx context.Context, from string, req []byte) ([]byte, error) {
 		if n.refuseTermChecks.Load() {
 			return nil, errors.New("term checks refused")
@@ -601,5 +607,27 @@ func TestStaleFloor(t *testing.T) {
 	waitFor(t, 5*time.Second, "the follower to reach its floor", follower.StaleReadable)
 	if follower.Partition().AppliedIndex() < index+2 {
 		t.Fatalf("stale-readable at applied index %d, below the floor %d", follower.Partition().AppliedIndex(), index+2)
+	}
+}
+
+// Voters lists the voters' node IDs in configuration order and leaves learners out.
+func TestVoters(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	want := []string{"n0", "n1", "n2"} // bootstrapped on n0, the others added in desired order
+	if got, err := g.Voters(); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Voters() = %v, %v; want %v", got, err, want)
+	}
+	// A learner that never catches up (its node does not answer) is not a voter.
+	dead := Member{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
+	desired := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member(), dead}
+	if ch, err := g.Reconcile(desired, false); ch != AddedLearner || err != nil {
+		t.Fatalf("Reconcile = %v, %v; want a learner added", ch, err)
+	}
+	if _, learners := voterIDs(t, g); len(learners) != 1 {
+		t.Fatalf("learners %v, want the one just added", learners)
+	}
+	if got, err := g.Voters(); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Voters() with a learner = %v, %v; want %v", got, err, want)
 	}
 }

@@ -38,6 +38,9 @@ func (c Change) String() string {
 // replica votes; handing leadership away first if it is this one), and, with balance set,
 // hand leadership to the preferred replica. Each call makes at most one change, so callers
 // can rate-limit changes across groups.
+//
+// nextChange decides the change; Reconcile gathers what it needs (the configuration, and
+// from the learners it names whether they caught up) and makes the change.
 func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 	if g.raft.State() != raft.Leader || len(desired) == 0 {
 		return NoChange, nil
@@ -46,73 +49,65 @@ func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
 	if err != nil {
 		return NoChange, err
 	}
-	current := make(map[raft.ServerID]raft.Server, len(cfg.Servers))
-	for _, s := range cfg.Servers {
-		current[s.ID] = s
-	}
-	want := make(map[raft.ServerID]bool, len(desired))
-	for _, d := range desired {
-		want[d.serverID()] = true
-	}
-	timeout := g.m.cfg.Timing.ApplyTimeout
-
-	for _, d := range desired {
-		if _, ok := current[d.serverID()]; !ok {
-			f := g.raft.AddNonvoter(d.serverID(), ServerAddress(d.Addr, d.Incarnation), cfgIndex, timeout)
-			return AddedLearner, wrapChange(g.id, "add learner", d.NodeID, g.await(f))
+	s := reconcileState{servers: cfg.Servers, self: g.self, desired: desired, balance: balance}
+	if ask := learnersToAsk(s); len(ask) > 0 {
+		s.caughtUp = make(map[raft.ServerID]bool, len(ask))
+		for _, l := range ask {
+			if _, asked := s.caughtUp[l.ID]; !asked {
+				s.caughtUp[l.ID] = g.caughtUp(l)
+			}
 		}
 	}
-	if ch, err := g.promote(desired, current, cfgIndex); ch != NoChange || err != nil {
-		return ch, err
-	}
-	// A voter leaves only once every desired replica votes: removing one earlier shrinks the
-	// group below its replica count (often to two voters, which stop committing when either
-	// stalls) while the replicas meant to replace it are still catching up.
-	allVote := true
-	for _, d := range desired {
-		if s, ok := current[d.serverID()]; !ok || s.Suffrage != raft.Voter {
-			allVote = false
-		}
-	}
-	for _, s := range cfg.Servers {
-		if want[s.ID] || (s.Suffrage == raft.Voter && !allVote) {
-			continue
-		}
-		if s.ID == g.self {
-			return g.transferTo(desired, current)
-		}
-		f := g.raft.RemoveServer(s.ID, cfgIndex, timeout)
-		nodeID, _ := NodeOf(s.ID)
-		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.await(f))
-	}
-	if balance && desired[0].serverID() != g.self {
-		// Only to the preferred replica itself: handing leadership to any other voter could
-		// bounce it between replicas that are both not preferred.
-		return g.transferTo(desired[:1], current)
-	}
-	return NoChange, nil
+	return g.makeChange(nextChange(s), cfgIndex)
 }
 
-// transferTo hands leadership to the first desired voter.
-func (g *Group) transferTo(desired []Member, current map[raft.ServerID]raft.Server) (Change, error) {
-	for _, d := range desired {
-		s, ok := current[d.serverID()]
-		if !ok || s.Suffrage != raft.Voter || s.ID == g.self {
-			continue
-		}
-		f := g.raft.LeadershipTransferToServer(s.ID, s.Address)
-		return TransferredLeadership, wrapChange(g.id, "transfer leadership", d.NodeID, g.await(f))
+// makeChange carries out a planned change against the configuration at cfgIndex, so that it
+// fails rather than races with another change made meanwhile.
+func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
+	if p.kind == NoChange {
+		return NoChange, nil
 	}
-	return NoChange, nil
+	timeout := g.m.cfg.Timing.ApplyTimeout
+	target := p.targets[0]
+	nodeID, _ := NodeOf(target.ID)
+	switch p.kind {
+	case AddedLearner:
+		f := g.raft.AddNonvoter(target.ID, target.Address, cfgIndex, timeout)
+		return AddedLearner, wrapChange(g.id, "add learner", nodeID, g.await(f))
+	case PromotedVoter:
+		// Back to back: each promotion names the configuration the previous one made.
+		index := cfgIndex
+		for _, t := range p.targets {
+			f := g.raft.AddVoter(t.ID, t.Address, index, timeout)
+			if err := g.await(f); err != nil {
+				nodeID, _ := NodeOf(t.ID)
+				return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
+			}
+			index = f.Index()
+		}
+		return PromotedVoter, nil
+	case RemovedServer:
+		f := g.raft.RemoveServer(target.ID, cfgIndex, timeout)
+		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.await(f))
+	case TransferredLeadership:
+		f := g.raft.LeadershipTransferToServer(target.ID, target.Address)
+		return TransferredLeadership, wrapChange(g.id, "transfer leadership", nodeID, g.await(f))
+	}
+	return NoChange, fmt.Errorf("raftgroup: partition %d: unknown planned change %v", g.id, p.kind)
 }
 
 // caughtUp asks a learner whether it has applied everything this leader has committed.
-func (g *Group) caughtUp(d Member) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	err := g.m.cfg.WaitApplied(ctx, d.Addr, g.id, g.visibleIndex(g.raft.CommitIndex()))
+func (g *Group) caughtUp(learner raft.Server) bool {
+	hostPort, _, err := SplitAddress(learner.Address)
 	if err != nil {
-		g.logger.Debug("learner not caught up", "learner", d.NodeID, "err", err)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, time.Second)
+	defer cancel()
+	err = g.m.cfg.WaitApplied(ctx, hostPort, g.id, g.visibleIndex(g.raft.CommitIndex()))
+	if err != nil {
+		nodeID, _ := NodeOf(learner.ID)
+		g.logger.Debug("learner not caught up", "learner", nodeID, "err", err)
 	}
 	return err == nil
 }
@@ -141,54 +136,6 @@ func wrapChange(group int, what, node string, err error) error {
 	return fmt.Errorf("raftgroup: partition %d: %s %s: %w", group, what, node, err)
 }
 
-// promote makes caught-up learners voters. From an odd number of voters it promotes two at
-// once (back to back) when it can: a group left at an even size, two voters above all, stops
-// committing if either fails, and cannot even commit its own repair.
-func (g *Group) promote(desired []Member, current map[raft.ServerID]raft.Server, cfgIndex uint64) (Change, error) {
-	voters := 0
-	for _, s := range current {
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	var learners []raft.Server
-	for _, d := range desired {
-		if s, ok := current[d.serverID()]; ok && s.Suffrage != raft.Voter {
-			learners = append(learners, s)
-		}
-	}
-	if len(learners) == 0 {
-		return NoChange, nil
-	}
-	var ready []raft.Server
-	for _, s := range learners {
-		nodeID, inc := NodeOf(s.ID)
-		hostPort, _, err := SplitAddress(s.Address)
-		if err == nil && g.caughtUp(Member{NodeID: nodeID, Incarnation: inc, Addr: hostPort}) {
-			ready = append(ready, s)
-		}
-	}
-	if len(ready) == 0 || (voters%2 == 1 && len(learners) >= 2 && len(ready) < 2) {
-		return NoChange, nil
-	}
-	if voters%2 == 0 || len(ready) == 1 {
-		ready = ready[:1]
-	} else {
-		ready = ready[:2]
-	}
-	timeout := g.m.cfg.Timing.ApplyTimeout
-	index := cfgIndex
-	for _, s := range ready {
-		f := g.raft.AddVoter(s.ID, s.Address, index, timeout)
-		nodeID, _ := NodeOf(s.ID)
-		if err := g.await(f); err != nil {
-			return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
-		}
-		index = f.Index()
-	}
-	return PromotedVoter, nil
-}
-
 // VoterCount returns how many voters the group's configuration has and whether this replica
 // is one of them.
 func (g *Group) VoterCount() (voters int, self bool, err error) {
@@ -205,6 +152,23 @@ func (g *Group) VoterCount() (voters int, self bool, err error) {
 		}
 	}
 	return voters, self, nil
+}
+
+// Voters returns the node IDs of the voters in the group's latest configuration as this
+// replica knows it, in configuration order.
+func (g *Group) Voters() ([]string, error) {
+	cfg, err := g.Configuration()
+	if err != nil {
+		return nil, err
+	}
+	var voters []string
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			nodeID, _ := NodeOf(s.ID)
+			voters = append(voters, nodeID)
+		}
+	}
+	return voters, nil
 }
 
 // Retired reports whether this replica may be dropped without ever voting again under its
@@ -237,12 +201,7 @@ func (g *Group) committedWithout(id raft.ServerID) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, s := range cfg.Servers {
-		if s.ID == id {
-			return false, nil
-		}
-	}
-	return g.raft.CommitIndex() >= index, nil
+	return droppable(cfg.Servers, index, g.raft.CommitIndex(), id), nil
 }
 
 // ServerID returns this replica's Raft server ID.

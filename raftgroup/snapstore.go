@@ -24,12 +24,17 @@ import (
 // older than the one its log was compacted against, and every follower it sent it to would
 // need another.
 type viewSnapshotStore struct {
-	mu         sync.Mutex // guards latest, installing, previous, nextID, lastSent
+	mu         sync.Mutex // guards latest, installing, previous, nextID, lastSent, closed
 	latest     *heldSnapshot
 	installing *heldSnapshot // an installed snapshot whose restore has not ended yet
 	previous   *heldSnapshot // what installing replaced
 	nextID     uint64
 	lastSent   string // ID of the snapshot last opened
+	closed     bool   // set by close: Open serializes no more views
+
+	// writers counts the goroutines that serialize a view into an opened snapshot's pipe;
+	// close waits for them. Added to only under mu while closed is false.
+	writers sync.WaitGroup
 
 	// onResend, if set, runs (on the caller's goroutine, without the lock) when a snapshot is
 	// opened to be sent again. A leader sends a snapshot again when the follower did not take
@@ -101,12 +106,29 @@ func (s *viewSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, 
 		return nil, nil, err
 	}
 	meta.Size = size
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil, fmt.Errorf("raftgroup: snapshot %s: %w", id, ErrClosed)
+	}
+	s.writers.Add(1)
+	s.mu.Unlock()
 	pr, pw := io.Pipe()
 	go func() {
+		defer s.writers.Done()
 		_, err := held.view.WriteTo(pw)
 		pw.CloseWithError(err)
 	}()
 	return &meta, pr, nil
+}
+
+// close waits for the snapshots being written out to end, and opens no more. Raft closes
+// every snapshot it opened by the time its shutdown completes, which ends their writers.
+func (s *viewSnapshotStore) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.writers.Wait()
 }
 
 // viewSink receives one snapshot: a view handed over by the state machine (attach), or bytes.

@@ -197,3 +197,36 @@ func TestLateReplicaInstallsSnapshot(t *testing.T) {
 	})
 	samePartitions(t, g.Partition(), late.Partition())
 }
+
+// close waits for the goroutine writing an opened view until its reader is closed (as raft
+// closes every snapshot it opened before its shutdown completes), and opens no more.
+func TestViewSnapshotStoreCloseWaitsForWriters(t *testing.T) {
+	p := filledPartition(t, 10000) // more than the pipe takes before its reader reads
+	defer p.Close()
+	s := &viewSnapshotStore{}
+	holdView(s, 7, p)
+	metas, _ := s.List()
+	_, rc, err := s.Open(metas[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		s.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("close returned while a snapshot's writer was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	rc.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("close still waiting after the snapshot's reader closed")
+	}
+	if _, _, err := s.Open(metas[0].ID); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Open after close: %v, want ErrClosed", err)
+	}
+}
