@@ -24,10 +24,13 @@
 // # Consistency
 //
 // With ReadQuorum + WriteQuorum > ReplicaCount (the default), reads are linearizable: the
-// partition leader serves them after confirming its leadership. Otherwise reads are stale,
-// served from the nearest replica. WriteQuorum 1 acknowledges a write once the leader has
-// appended it; up to a majority, once it commits; above a majority, once that many replicas
-// have applied it. WithConsistency overrides the read level of one call.
+// partition leader serves them after confirming its leadership. Otherwise reads are stale:
+// a stale read is served from this node's own replica of the partition if it has one, with
+// no network round trip; otherwise, or when that replica is behind an old snapshot, it goes
+// to the partition leader as a linearizable read, so it is never older than what this node
+// returned before. WriteQuorum 1 acknowledges a write once the leader has appended it; up to
+// a majority, once it commits; above a majority, once that many replicas have applied it.
+// WithConsistency overrides the read level of one call.
 //
 // # Caveats
 //
