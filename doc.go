@@ -6,20 +6,44 @@
 // sharded map. Any node serves any key, locally or by one forwarded hop to the partition's
 // leader.
 //
+// A [GridKV] is one node; [NewGridKV] starts it from a [GridKVOptions], whose zero fields
+// mean documented defaults. [Timings] holds the node's clocks (failure detection, elections,
+// placement): [DefaultTimings] suits a LAN, [LocalTimings] nodes that share one machine.
+// Get, Set, Delete, GetEntry and CompareAndSwap work on keys; an [Entry] is a key's value
+// with its version, which CompareAndSwap compares. Reads and writes take [Option] values:
+// [WithConsistency] sets the [Consistency] ([Linearizable] or [Stale]) of one read. [Status]
+// is the node's view of the cluster: its members, and each partition's leader and replicas.
+// Errors are sentinels ([ErrKeyNotFound], [ErrVersionMismatch], [ErrUnavailable], ...)
+// compared with errors.Is.
+//
 // # Usage
+//
+// The first node starts a cluster; it names no seeds:
 //
 //	kv, err := gridkv.NewGridKV(&gridkv.GridKVOptions{
 //		LocalNodeID:  "node-1",
-//		LocalAddress: "127.0.0.1:8001",
+//		LocalAddress: "10.0.0.1:7000",
 //	})
 //	if err != nil { ... }
 //	defer kv.Close()
-//	_ = kv.WaitReady(ctx)
+//	if err := kv.WaitReady(ctx); err != nil { ... } // every partition has a leader
 //	err = kv.Set(ctx, "user:1001", []byte("Alice"))
 //	v, err := kv.Get(ctx, "user:1001")
 //
-// Other nodes join with SeedAddrs naming existing members. Give every node the same seed
-// list: a node that restarts then rejoins through any seed that is up.
+// Every other node joins through SeedAddrs, the addresses of existing members:
+//
+//	kv2, err := gridkv.NewGridKV(&gridkv.GridKVOptions{
+//		LocalNodeID:  "node-2",
+//		LocalAddress: "10.0.0.2:7000",
+//		SeedAddrs:    []string{"10.0.0.1:7000"},
+//	})
+//	if err != nil { ... } // e.g. no seed answered within Timings.JoinTimeout
+//	defer kv2.Close()
+//	_ = kv2.WaitReady(ctx)
+//	v, err := kv2.Get(ctx, "user:1001") // "Alice", written through node-1
+//
+// Give every node the same seed list: a node that restarts then rejoins through any seed
+// that is up. A node with seeds never starts a cluster of its own.
 //
 // # Consistency
 //
@@ -37,4 +61,6 @@
 // Data lives in memory only: a node that restarts comes back empty under a new identity and
 // is refilled from its partitions' other replicas. A partition whose replicas all stop loses
 // its data. Keys are at most MaxKeySize bytes and values at most MaxValueSize bytes.
+// Without a ClusterKey a node trusts anything that reaches its address: set one unless the
+// node listens on loopback or on a private network where every host is trusted.
 package gridkv
