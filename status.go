@@ -1,10 +1,5 @@
 package gridkv
 
-import (
-	"github.com/feellmoose/gridkv/raftgroup"
-	"github.com/hashicorp/raft"
-)
-
 // Status is this node's view of the cluster.
 type Status struct {
 	NodeID     string
@@ -43,15 +38,8 @@ func (kv *GridKV) Status() Status {
 		ps := PartitionStatus{ID: p}
 		ps.Leader, _ = kv.leaderOf(p)
 		if g := kv.groups.Group(p); g != nil {
-			if cfg, err := g.Configuration(); err == nil {
-				for _, s := range cfg.Servers {
-					if s.Suffrage != raft.Voter {
-						continue // a learner still catching up holds no vote yet
-					}
-					id, _ := raftgroup.NodeOf(s.ID)
-					ps.Replicas = append(ps.Replicas, id)
-				}
-			}
+			// A learner still catching up holds no vote yet, and is not listed.
+			ps.Replicas, _ = g.Voters()
 		} else if view != nil {
 			for _, m := range view.placement[p] {
 				ps.Replicas = append(ps.Replicas, m.NodeID)
