@@ -45,6 +45,7 @@ type GridKV struct {
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup // the convergence loop
+	handoffs  sync.WaitGroup // leadership hand-offs started by Close
 }
 
 type leaderHint struct {
@@ -189,6 +190,8 @@ func (kv *GridKV) Close() error {
 		}
 		kv.awaitRemoval(5 * time.Second)
 		kv.closeErr = kv.shutdown()
+		// A hand-off still waiting on raft ended when its group stopped.
+		kv.handoffs.Wait()
 	})
 	return kv.closeErr
 }
@@ -211,7 +214,8 @@ func (kv *GridKV) shutdown() error {
 }
 
 // handOffLeadership moves the leadership of every group this node leads to another voter, so
-// the cluster does not wait an election timeout for each. Best effort, bounded in time.
+// the cluster does not wait an election timeout for each. Best effort: it waits at most 2 s,
+// and Close waits for the hand-offs still running once the groups have stopped.
 func (kv *GridKV) handOffLeadership() {
 	var wg sync.WaitGroup
 	for _, g := range kv.groups.Hosted() {
@@ -219,7 +223,9 @@ func (kv *GridKV) handOffLeadership() {
 			continue
 		}
 		wg.Add(1)
+		kv.handoffs.Add(1)
 		go func() {
+			defer kv.handoffs.Done()
 			defer wg.Done()
 			g.TransferLeadership()
 		}()
@@ -248,12 +254,15 @@ func (kv *GridKV) awaitRemoval(limit time.Duration) {
 	kv.cfg.logger.Warn("closing while some partitions still count this node among two voters")
 }
 
+// waitTimeout waits for wg, at most d.
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	ch := make(chan struct{})
 	go func() { wg.Wait(); close(ch) }()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	select {
 	case <-ch:
-	case <-time.After(d):
+	case <-timer.C:
 	}
 }
 
