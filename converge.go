@@ -66,7 +66,7 @@ func (kv *GridKV) convergeTick(deadSince map[string]time.Time, offset int) map[s
 		p := g.ID()
 		desired := view.placement[p]
 		switch {
-		case g.Shutdown():
+		case g.Stopped():
 			kv.groups.Drop(p)
 		case g.IsLeader():
 			leads = append(leads, p)

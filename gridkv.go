@@ -126,7 +126,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Layer:        kv.trans.RaftLayer,
 		WaitApplied:  kv.peers.WaitApplied,
 		ConfirmTerms: kv.peers.TermChecks,
-		Timing:       cfg.timings.Raft,
+		Tuning:       cfg.timings.Raft,
 		Logger:       log,
 	})
 	protocol.NewServer(replicas{kv}, cfg.partitions, log).Register(kv.trans)

@@ -66,7 +66,7 @@ type GridKVOptions struct {
 // one machine (tests, examples), where failures are detected in about a second.
 type Timings struct {
 	Gossip membership.Timing // failure detection
-	Raft   raftgroup.Timing  // elections, heartbeats, snapshots, batching
+	Raft   raftgroup.Tuning  // elections, heartbeats, snapshots, batching
 
 	JoinTimeout time.Duration // how long a node with seeds keeps trying them at start
 	// DeadGrace is how long a dead node keeps its place in the groups before its replicas
@@ -84,7 +84,7 @@ type Timings struct {
 func DefaultTimings() Timings {
 	return Timings{
 		Gossip:            membership.LANTiming(),
-		Raft:              raftgroup.DefaultTiming(),
+		Raft:              raftgroup.DefaultTuning(),
 		JoinTimeout:       30 * time.Second,
 		DeadGrace:         30 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
@@ -215,7 +215,7 @@ func (t *Timings) fill() error {
 	if t.Gossip == (membership.Timing{}) {
 		t.Gossip = def.Gossip
 	}
-	if t.Raft == (raftgroup.Timing{}) {
+	if t.Raft == (raftgroup.Tuning{}) {
 		t.Raft = def.Raft
 	}
 	for _, f := range []struct {

@@ -72,7 +72,7 @@ func TestJoiningNodeTimingsAreValidated(t *testing.T) {
 	c := cluster.Start(t, 1, nil)
 	c.WaitReady(t, 30*time.Second)
 	timings := gridkv.LocalTimings()
-	timings.Raft = raftgroup.DefaultTiming()
+	timings.Raft = raftgroup.DefaultTuning()
 	timings.Raft.HeartbeatTimeout = 500 * time.Millisecond // below the default lease
 	addr, err := cluster.FreeAddr()
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 type clusterView struct {
 	members       []membership.Member
 	byID          map[string]membership.Member
-	placement     [][]raftgroup.Member // desired replicas per partition, preferred leader first
-	gossipLeaders map[int]leaderHint   // from the leader tables members gossip
+	placement     [][]raftgroup.Replica // desired replicas per partition, preferred leader first
+	gossipLeaders map[int]leaderHint    // from the leader tables members gossip
 }
 
 // viewInput is what a clusterView is built from: the members as gossip reports them, since
@@ -37,7 +37,7 @@ func buildView(in viewInput) (*clusterView, map[string]time.Time) {
 	view := &clusterView{
 		members:       in.members,
 		byID:          make(map[string]membership.Member, len(in.members)),
-		placement:     make([][]raftgroup.Member, in.partitions),
+		placement:     make([][]raftgroup.Replica, in.partitions),
 		gossipLeaders: make(map[int]leaderHint),
 	}
 	deadSince := make(map[string]time.Time)
@@ -61,7 +61,7 @@ func buildView(in viewInput) (*clusterView, map[string]time.Time) {
 	for p, ids := range ring.Place(in.partitions, in.replicas, live) {
 		for _, id := range ids {
 			m := view.byID[id]
-			view.placement[p] = append(view.placement[p], raftgroup.Member{NodeID: id, Incarnation: m.Incarnation, Addr: m.Addr})
+			view.placement[p] = append(view.placement[p], raftgroup.Replica{NodeID: id, Incarnation: m.Incarnation, Addr: m.Addr})
 		}
 	}
 	for _, m := range in.members {
@@ -78,7 +78,7 @@ func buildView(in viewInput) (*clusterView, map[string]time.Time) {
 }
 
 // placedHere reports whether nodeID is among the desired replicas.
-func placedHere(desired []raftgroup.Member, nodeID string) bool {
+func placedHere(desired []raftgroup.Replica, nodeID string) bool {
 	for _, m := range desired {
 		if m.NodeID == nodeID {
 			return true

@@ -66,7 +66,7 @@ func TestApplyPanicStopsOnlyThatFollower(t *testing.T) {
 			t.Fatalf("write %d with one follower failed: %v", i, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "the failed follower's Raft instance to shut down", victim.Shutdown)
+	waitFor(t, 10*time.Second, "the failed follower's Raft instance to shut down", victim.Stopped)
 	if !victim.fsm.failed.Load() {
 		t.Fatal("the follower's state machine is not marked failed")
 	}
@@ -124,7 +124,7 @@ func TestApplyPanicOnLeaderFailsOver(t *testing.T) {
 	if !errors.Is(err, ErrOutcomeUnknown) && !errors.Is(err, ErrClosed) {
 		t.Fatalf("write whose apply panicked on the leader: err = %v, want ErrOutcomeUnknown or ErrClosed", err)
 	}
-	waitFor(t, 10*time.Second, "the failed leader to shut down", g.Shutdown)
+	waitFor(t, 10*time.Second, "the failed leader to shut down", g.Stopped)
 
 	var leader *Group
 	waitFor(t, 15*time.Second, "a new leader among the other replicas", func() bool {

@@ -73,8 +73,8 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		created:  time.Now(),
 		proposal: make(chan *proposal, 4096),
 		reads:    make(chan readRequest, 4096),
-		inflight: make(chan struct{}, cfg.Timing.MaxInflightBatches),
-		resolve:  make(chan submitted, cfg.Timing.MaxInflightBatches),
+		inflight: make(chan struct{}, cfg.Tuning.MaxInflightBatches),
+		resolve:  make(chan submitted, cfg.Tuning.MaxInflightBatches),
 		done:     make(chan struct{}),
 
 		snapshotNow: make(chan struct{}, 1),
@@ -90,19 +90,19 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		Stream:          layer,
 		MaxPool:         2,
 		MaxRPCsInFlight: 2,
-		Timeout:         cfg.Timing.RPCTimeout,
+		Timeout:         cfg.Tuning.RPCTimeout,
 		Logger:          raftLogger(cfg.Logger, id),
 	})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = g.self
-	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
-	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
-	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
-	rc.CommitTimeout = cfg.Timing.CommitTimeout
-	rc.SnapshotThreshold = cfg.Timing.SnapshotThreshold
-	rc.SnapshotInterval = cfg.Timing.SnapshotInterval
-	rc.TrailingLogs = cfg.Timing.TrailingLogs
+	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Tuning.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Tuning.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Tuning.CommitTimeout
+	rc.SnapshotThreshold = cfg.Tuning.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Tuning.SnapshotInterval
+	rc.TrailingLogs = cfg.Tuning.TrailingLogs
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.ShutdownOnRemove = true
@@ -204,11 +204,11 @@ func (g *Group) Partition() *store.Partition { return g.part }
 // IsLeader reports whether this replica currently believes it leads the group.
 func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 
-// Shutdown reports whether the group's Raft instance has stopped (for example after this
+// Stopped reports whether the group's Raft instance has stopped (for example after this
 // replica was removed from the configuration) or is stopping after its state machine failed.
 // The second is not left to raft's state alone: a message of a newer term handled just as raft
 // shuts down can set the state back to Follower after Shutdown set it.
-func (g *Group) Shutdown() bool { return g.raft.State() == raft.Shutdown || g.fsm.failed.Load() }
+func (g *Group) Stopped() bool { return g.raft.State() == raft.Shutdown || g.fsm.failed.Load() }
 
 // StaleReadable reports whether the local state may answer a stale read: false while a
 // snapshot restore has taken it behind what it applied before, or while it is behind a floor

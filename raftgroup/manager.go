@@ -13,9 +13,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Timing tunes every group of a node. Many groups share one node, so heartbeats are kept
-// sparse; see DefaultTiming.
-type Timing struct {
+// Tuning is the clocks and batch sizes of every group of a node. Many groups share one node,
+// so heartbeats are kept sparse; see DefaultTuning.
+type Tuning struct {
 	HeartbeatTimeout   time.Duration // follower without contact this long starts an election
 	ElectionTimeout    time.Duration // candidate without a result this long retries
 	LeaderLeaseTimeout time.Duration // leader without quorum contact this long steps down
@@ -32,7 +32,12 @@ type Timing struct {
 	MaxInflightBatches int // batches a group has in raft at once; 1 makes every waiting command share the next entry
 }
 
-// DefaultTiming returns timings for a LAN: elections within a few seconds of a leader's
+// Timing is the former name of Tuning, which holds batch sizes as well as clocks.
+//
+// Deprecated: use Tuning.
+type Timing = Tuning
+
+// DefaultTuning returns a tuning for a LAN: elections within a few seconds of a leader's
 // loss, heartbeats every 200 ms per follower, snapshots every 8192 entries.
 //
 // Every group heartbeats on its own, so idle CPU grows with the partition count. Measured
@@ -40,8 +45,8 @@ type Timing struct {
 // CommitTimeout cost 20.7% of a core, 200 ms 13.7%, and 200 ms with a 2 s heartbeat timeout
 // 10.9%. CommitTimeout also bounds how long an idle follower takes to learn of a commit (its
 // stale reads lag by at most that), so it stays well under a second.
-func DefaultTiming() Timing {
-	return Timing{
+func DefaultTuning() Tuning {
+	return Tuning{
 		HeartbeatTimeout:   2000 * time.Millisecond,
 		ElectionTimeout:    2000 * time.Millisecond,
 		LeaderLeaseTimeout: 1000 * time.Millisecond,
@@ -78,7 +83,7 @@ type Config struct {
 	// Like WaitApplied, it must return soon after ctx ends.
 	ConfirmTerms func(ctx context.Context, addr string, checks []TermCheck) ([]bool, error)
 
-	Timing Timing       // zero: DefaultTiming()
+	Tuning Tuning       // zero: DefaultTuning()
 	Logger *slog.Logger // nil: discard
 }
 
@@ -98,15 +103,15 @@ type Manager struct {
 
 // NewManager returns a Manager that hosts no group yet.
 func NewManager(cfg Config) *Manager {
-	if cfg.Timing == (Timing{}) {
-		cfg.Timing = DefaultTiming()
+	if cfg.Tuning == (Tuning{}) {
+		cfg.Tuning = DefaultTuning()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{cfg: cfg, groups: make([]atomic.Pointer[Group], cfg.Partitions), failed: make(map[int]bool)}
 	if cfg.ConfirmTerms != nil {
-		m.confirm = newTermConfirmer(cfg.ConfirmTerms, cfg.Timing.HeartbeatTimeout, cfg.Logger)
+		m.confirm = newTermConfirmer(cfg.ConfirmTerms, cfg.Tuning.HeartbeatTimeout, cfg.Logger)
 	}
 	return m
 }

@@ -10,7 +10,7 @@ import "github.com/hashicorp/raft"
 type reconcileState struct {
 	servers []raft.Server // the group's latest configuration, in its order
 	self    raft.ServerID // the leader deciding
-	desired []Member      // in ring order: the first is the preferred leader
+	desired []Replica     // in ring order: the first is the preferred leader
 	// caughtUp holds the learners that have applied everything the leader committed. Only
 	// the learners learnersToAsk names are consulted; one missing counts as not caught up.
 	caughtUp map[raft.ServerID]bool
@@ -115,7 +115,7 @@ func promotion(s reconcileState, current map[raft.ServerID]raft.Server) plannedC
 }
 
 // transferTo hands leadership to the first of candidates that votes and is not self.
-func transferTo(candidates []Member, current map[raft.ServerID]raft.Server, self raft.ServerID) plannedChange {
+func transferTo(candidates []Replica, current map[raft.ServerID]raft.Server, self raft.ServerID) plannedChange {
 	for _, d := range candidates {
 		srv, ok := current[d.serverID()]
 		if !ok || srv.Suffrage != raft.Voter || srv.ID == self {
@@ -128,7 +128,7 @@ func transferTo(candidates []Member, current map[raft.ServerID]raft.Server, self
 
 // desiredLearners returns the desired replicas that current holds as non-voters, in desired
 // order.
-func desiredLearners(desired []Member, current map[raft.ServerID]raft.Server) []raft.Server {
+func desiredLearners(desired []Replica, current map[raft.ServerID]raft.Server) []raft.Server {
 	var learners []raft.Server
 	for _, d := range desired {
 		if srv, ok := current[d.serverID()]; ok && srv.Suffrage != raft.Voter {

@@ -9,8 +9,8 @@ import (
 )
 
 // planMember is the desired replica on node name: incarnation 1, address name:7000.
-func planMember(name string) Member {
-	return Member{NodeID: name, Incarnation: 1, Addr: name + ":7000"}
+func planMember(name string) Replica {
+	return Replica{NodeID: name, Incarnation: 1, Addr: name + ":7000"}
 }
 
 // planServers builds a configuration from "name" (a voter) and "name?" (a learner).
@@ -110,8 +110,8 @@ func TestNextChange(t *testing.T) {
 // The change carries what raft needs: a learner is added at its desired address, and a
 // promotion or removal names the server as the configuration holds it.
 func TestNextChangeTargets(t *testing.T) {
-	c := Member{NodeID: "c", Incarnation: 7, Addr: "10.0.0.3:7000"}
-	s := reconcileState{servers: planServers("a", "b"), self: planMember("a").serverID(), desired: []Member{planMember("a"), planMember("b"), c}}
+	c := Replica{NodeID: "c", Incarnation: 7, Addr: "10.0.0.3:7000"}
+	s := reconcileState{servers: planServers("a", "b"), self: planMember("a").serverID(), desired: []Replica{planMember("a"), planMember("b"), c}}
 	want := raft.Server{Suffrage: raft.Nonvoter, ID: ServerID("c", 7), Address: ServerAddress("10.0.0.3:7000", 7)}
 	if p := nextChange(s); p.kind != AddedLearner || !slices.Equal(p.targets, []raft.Server{want}) {
 		t.Fatalf("nextChange = %+v, want a learner %+v", p, want)

@@ -83,8 +83,8 @@ func (g *Group) Propose(ctx context.Context, cmd store.Command, level WriteLevel
 // leave together in the next entry, so the per-entry cost is shared under load.
 func (g *Group) batchLoop() {
 	defer g.wg.Done()
-	maxBatch := g.m.cfg.Timing.MaxBatch
-	maxBytes := g.m.cfg.Timing.MaxBatchBytes
+	maxBatch := g.m.cfg.Tuning.MaxBatch
+	maxBytes := g.m.cfg.Tuning.MaxBatchBytes
 	for {
 		var first *proposal
 		select {
@@ -137,7 +137,7 @@ func (g *Group) submit(batch []*proposal) {
 			}
 		})
 	}
-	f := g.raft.Apply(data, g.m.cfg.Timing.ApplyTimeout)
+	f := g.raft.Apply(data, g.m.cfg.Tuning.ApplyTimeout)
 	g.resolve <- submitted{future: f, data: data, batch: batch, watch: watch}
 }
 
@@ -250,7 +250,7 @@ func (g *Group) waitReplicasApplied(index uint64, n int) error {
 	if need <= 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(g.ctx, g.m.cfg.Timing.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(g.ctx, g.m.cfg.Tuning.ApplyTimeout)
 	defer cancel() // ends the questions still out once enough answered
 	results := make(chan error, len(others))
 	g.wg.Add(len(others)) // this runs on a goroutine of g.wg: never at zero here

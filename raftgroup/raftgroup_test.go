@@ -35,8 +35,8 @@ type node struct {
 	stallTermChecks  atomic.Bool // answer term checks only when the caller gives up
 }
 
-func fastTiming() Timing {
-	t := DefaultTiming()
+func fastTiming() Tuning {
+	t := DefaultTuning()
 	t.HeartbeatTimeout = 300 * time.Millisecond
 	t.ElectionTimeout = 300 * time.Millisecond
 	t.LeaderLeaseTimeout = 150 * time.Millisecond
@@ -83,7 +83,7 @@ func startNode(t *testing.T, id string, inc uint64, addr string, partitions int,
 			var oks []bool
 			return oks, msgpack.Unmarshal(out, &oks)
 		},
-		Timing: fastTiming(),
+		Tuning: fastTiming(),
 	}
 	for _, f := range adjust {
 		f(&cfg)
@@ -122,7 +122,7 @@ func (n *node) stop() {
 	n.tr.Close()
 }
 
-func (n *node) member() Member { return Member{NodeID: n.id, Incarnation: n.inc, Addr: n.tr.Addr()} }
+func (n *node) member() Replica { return Replica{NodeID: n.id, Incarnation: n.inc, Addr: n.tr.Addr()} }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -159,7 +159,7 @@ func formGroup(t *testing.T, p int, nodes []*node) *Group {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "bootstrap leader", g.IsLeader)
-	var desired []Member
+	var desired []Replica
 	for _, n := range nodes {
 		desired = append(desired, n.member())
 	}
@@ -450,9 +450,9 @@ func TestReplacementKeepsVotersUntilNewReplicaVotes(t *testing.T) {
 
 	// A replica on a node that never answers: it is added as a learner and never promoted,
 	// so the replica it would replace must keep voting.
-	dead := Member{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
+	dead := Replica{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
 	for i := 0; i < 10; i++ {
-		if _, err := g.Reconcile([]Member{nodes[0].member(), nodes[1].member(), dead}, false); err != nil {
+		if _, err := g.Reconcile([]Replica{nodes[0].member(), nodes[1].member(), dead}, false); err != nil {
 			t.Logf("reconcile: %v", err)
 		}
 		if voters, _ := voterIDs(t, g); !slices.Equal(voters, want(nodes...)) {
@@ -462,7 +462,7 @@ func TestReplacementKeepsVotersUntilNewReplicaVotes(t *testing.T) {
 
 	// A live replacement: voters go 3 -> 4 -> 3, never below three.
 	n3 := startNode(t, "n3", 103, "127.0.0.1:0", 1)
-	desired := []Member{nodes[0].member(), nodes[1].member(), n3.member()}
+	desired := []Replica{nodes[0].member(), nodes[1].member(), n3.member()}
 	waitFor(t, 20*time.Second, "the replacement voting and the old replica gone", func() bool {
 		if _, err := g.Reconcile(desired, false); err != nil {
 			t.Logf("reconcile: %v", err)
@@ -493,7 +493,7 @@ func TestRemovedFromGroup(t *testing.T) {
 		t.Fatalf("RemovedFromGroup on a follower: %v, want NotLeaderError", err)
 	}
 
-	desired := []Member{nodes[0].member(), nodes[1].member()}
+	desired := []Replica{nodes[0].member(), nodes[1].member()}
 	waitFor(t, 10*time.Second, "the leader to report the replica removed", func() bool {
 		if _, err := g.Reconcile(desired, false); err != nil {
 			t.Logf("reconcile: %v", err)
@@ -534,7 +534,7 @@ func TestRemovedReplicaRejoins(t *testing.T) {
 		}
 	}
 	propose(0)
-	two := []Member{nodes[0].member(), nodes[1].member()}
+	two := []Replica{nodes[0].member(), nodes[1].member()}
 	waitFor(t, 10*time.Second, "the third replica removed", func() bool {
 		_, _ = g.Reconcile(two, false)
 		removed, err := g.RemovedFromGroup(nodes[2].m.Group(0).ServerID())
@@ -543,7 +543,7 @@ func TestRemovedReplicaRejoins(t *testing.T) {
 	for i := 1; i < 20; i++ {
 		propose(i)
 	}
-	all := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member()}
+	all := []Replica{nodes[0].member(), nodes[1].member(), nodes[2].member()}
 	waitFor(t, 20*time.Second, "the removed replica voting again", func() bool {
 		if _, err := g.Reconcile(all, false); err != nil {
 			t.Logf("reconcile: %v", err)
@@ -560,7 +560,7 @@ func TestLearnerPromotedAfterLeaderChangeOnIdleGroup(t *testing.T) {
 	nodes := threeNodes(t, 1)
 	g := formGroup(t, 0, nodes)
 	n3 := startNode(t, "n3", 103, "127.0.0.1:0", 1)
-	desired := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member(), n3.member()}
+	desired := []Replica{nodes[0].member(), nodes[1].member(), nodes[2].member(), n3.member()}
 	if ch, err := g.Reconcile(desired, false); ch != AddedLearner || err != nil {
 		t.Fatalf("Reconcile = %v, %v; want a learner added", ch, err)
 	}
@@ -619,8 +619,8 @@ func TestVoters(t *testing.T) {
 		t.Fatalf("Voters() = %v, %v; want %v", got, err, want)
 	}
 	// A learner that never catches up (its node does not answer) is not a voter.
-	dead := Member{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
-	desired := []Member{nodes[0].member(), nodes[1].member(), nodes[2].member(), dead}
+	dead := Replica{NodeID: "gone", Incarnation: 1, Addr: "127.0.0.1:1"}
+	desired := []Replica{nodes[0].member(), nodes[1].member(), nodes[2].member(), dead}
 	if ch, err := g.Reconcile(desired, false); ch != AddedLearner || err != nil {
 		t.Fatalf("Reconcile = %v, %v; want a learner added", ch, err)
 	}

@@ -87,7 +87,7 @@ func (g *Group) readLoop() {
 // readRound runs the read-index protocol once: term checks unless skipChecks, then raft's
 // heartbeat round if they did not show a majority.
 func (g *Group) readRound(skipChecks bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), g.m.cfg.Timing.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), g.m.cfg.Tuning.ApplyTimeout)
 	defer cancel()
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
@@ -97,7 +97,7 @@ func (g *Group) readRound(skipChecks bool) error {
 		// A new leader's commit index may lag entries committed in earlier terms until an
 		// entry of its own term commits (hashicorp/raft #359). A barrier commits one and waits
 		// for the state machine to apply everything before it.
-		b := g.raft.Barrier(g.m.cfg.Timing.ApplyTimeout)
+		b := g.raft.Barrier(g.m.cfg.Tuning.ApplyTimeout)
 		if err := g.await(b); err != nil {
 			return g.mapRaftError(err, false)
 		}

@@ -8,14 +8,14 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Member is a node the placement wants in a group.
-type Member struct {
+// Replica is a node the placement wants in a group: one replica of it.
+type Replica struct {
 	NodeID      string
 	Incarnation uint64
 	Addr        string // host:port
 }
 
-func (m Member) serverID() raft.ServerID { return ServerID(m.NodeID, m.Incarnation) }
+func (m Replica) serverID() raft.ServerID { return ServerID(m.NodeID, m.Incarnation) }
 
 // Change is what one Reconcile step did.
 type Change int
@@ -41,7 +41,7 @@ func (c Change) String() string {
 //
 // nextChange decides the change; Reconcile gathers what it needs (the configuration, and
 // from the learners it names whether they caught up) and makes the change.
-func (g *Group) Reconcile(desired []Member, balance bool) (Change, error) {
+func (g *Group) Reconcile(desired []Replica, balance bool) (Change, error) {
 	if g.raft.State() != raft.Leader || len(desired) == 0 {
 		return NoChange, nil
 	}
@@ -67,7 +67,7 @@ func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
 	if p.kind == NoChange {
 		return NoChange, nil
 	}
-	timeout := g.m.cfg.Timing.ApplyTimeout
+	timeout := g.m.cfg.Tuning.ApplyTimeout
 	target := p.targets[0]
 	nodeID, _ := NodeOf(target.ID)
 	switch p.kind {

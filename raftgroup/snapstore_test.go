@@ -187,7 +187,7 @@ func TestLateReplicaInstallsSnapshot(t *testing.T) {
 		return err == nil && first > 1
 	})
 	waitFor(t, 15*time.Second, "third replica added", func() bool {
-		g.Reconcile([]Member{nodes[0].member(), nodes[1].member(), nodes[2].member()}, false)
+		g.Reconcile([]Replica{nodes[0].member(), nodes[1].member(), nodes[2].member()}, false)
 		voters, _, err := g.VoterCount()
 		return err == nil && voters == 3
 	})

@@ -16,7 +16,7 @@ const minRaftTimeout = 5 * time.Millisecond
 // Validate reports the first field of t that raft would refuse, or that GridKV cannot use,
 // naming the field and its value. Every node runs it at start: raft itself checks only when a
 // replica starts, which on a joining node is long after NewGridKV returned.
-func (t Timing) Validate() error {
+func (t Tuning) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
