@@ -40,11 +40,17 @@ type NetworkOptions struct {
 	// BindAddr is the host:port to listen on for TCP and UDP. Empty means
 	// the node's advertised address.
 	BindAddr string
-	// MaxConns is the number of TCP connections (yamux sessions) this node
-	// opens to one peer. Default 2.
+	// MaxConns is the most TCP connections (yamux sessions) this node
+	// dials to one peer; the peer's connections to this node are its own
+	// and count against its MaxConns. It is a bound, not a target: calls
+	// and Raft streams share one connection, and another is dialled only
+	// while every open one is busy, with 32 or more streams in use (calls
+	// in flight and open Raft streams). Default 2.
 	MaxConns int
-	// MaxIdle is the number of idle request streams kept per peer for reuse
-	// by later calls. Default 16.
+	// MaxIdle is the most finished request streams kept per peer, over all
+	// of its connections, for reuse by later calls; a call that finds none
+	// opens a new stream, and a stream finished when MaxIdle are kept is
+	// closed. Each kept stream holds a goroutine on the peer. Default 16.
 	MaxIdle int
 	// ReadTimeout bounds how long a started frame or a connection handshake
 	// may take to arrive completely; it also caps a Call whose context has

@@ -119,6 +119,10 @@ type Transport struct {
 	acceptedMux atomic.Int64
 	dialedMux   atomic.Int64
 
+	// sessionBusyStreams is sessionBusyStreams; tests lower it to open
+	// several sessions with few calls. Set before the first call.
+	sessionBusyStreams int
+
 	// delayedPackets counts outbound gossip packets held back by a Faults
 	// delay, bounded by maxDelayedPackets.
 	delayedPackets atomic.Int32
@@ -181,6 +185,8 @@ func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transp
 		groups:     make(map[uint32]*raftLayer),
 		handlers:   make(map[uint8]Handler),
 		authKey:    deriveAuthKey(opts.ClusterKey),
+
+		sessionBusyStreams: sessionBusyStreams,
 	}
 	t.yamuxConf = t.newYamuxConfig()
 	t.goTracked("tcp accept loop", nil, t.acceptLoop)
