@@ -19,9 +19,10 @@
 // A node multiplexes everything it sends to a peer over one mux connection
 // and dials another only while every one it has is busy (many streams in
 // use: calls in flight, open Raft streams), never more than
-// [NetworkOptions.MaxConns]. So the TCP connections between two nodes
-// follow the streams in use between them, up to MaxConns each way, not the
-// MaxConns setting itself.
+// [NetworkOptions.MaxConns]; a connection left without streams in use for
+// [NetworkOptions.IdleTimeout] is closed, and dialled again when needed. So
+// the TCP connections between two nodes follow the streams in use between
+// them, up to MaxConns each way, not the MaxConns setting itself.
 //
 // # Usage
 //

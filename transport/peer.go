@@ -20,6 +20,10 @@ import (
 //   - Only when every open session is busy is another dialled, one dial at a
 //     time per peer, and never past MaxConns; meanwhile, and at MaxConns,
 //     the least busy session takes the stream.
+//   - Filling sessions in order leaves the later ones to drain when load
+//     falls: the idle sweep closes a session that has had no stream in use
+//     (only idle pooled request streams, or none) for IdleTimeout. The next
+//     call that needs one dials again.
 const (
 	// sessionBusyStreams is the number of in-use streams that makes a
 	// session busy. yamux multiplexes streams cheaply and coalescingConn
@@ -29,6 +33,11 @@ const (
 	// 32 callers (twice the default MaxIdle, so streams were opened and
 	// closed all the time) about 15% faster over two.
 	sessionBusyStreams = 32
+
+	// idleSweepsPerTimeout is how often, per IdleTimeout, the idle sweep
+	// runs: a session is closed between IdleTimeout and 1.25*IdleTimeout
+	// after its last use.
+	idleSweepsPerTimeout = 4
 )
 
 // peer is the outbound state for one remote address: the yamux sessions
@@ -55,8 +64,11 @@ type outSession struct {
 	sess *yamux.Session
 
 	// Guarded by peer.mu:
-	pooled int  // streams of this session in peer.idle
-	gone   bool // no longer in peer.sessions: it ended
+	pooled   int       // streams of this session in peer.idle
+	used     bool      // handed out (a stream opened or taken from the pool) since the last idle sweep
+	lastUsed time.Time // when it was dialled, or an idle sweep last found it in use
+	gone     bool      // no longer in peer.sessions: it ended, or the idle sweep closed it
+	reaped   bool      // the idle sweep closed it
 }
 
 // idleStream is a request stream kept for reuse, with the session it runs on.
@@ -86,6 +98,7 @@ func (t *Transport) session(ctx context.Context, p *peer) (*outSession, error) {
 		p.mu.Lock()
 		s, busy := p.pickLocked(t.sessionBusyStreams)
 		if s != nil && (!busy || p.dialing != nil || len(p.sessions) >= t.opts.MaxConns) {
+			s.used = true
 			p.mu.Unlock()
 			return s, nil
 		}
@@ -119,13 +132,16 @@ func (t *Transport) dialOutSession(ctx context.Context, p *peer, done chan struc
 		// A busy session is better than failing the call (this dial may
 		// have lost a race with the peer's MaxInbound, say).
 		s, _ := p.pickLocked(t.sessionBusyStreams)
+		if s != nil {
+			s.used = true
+		}
 		p.mu.Unlock()
 		if s != nil {
 			return s, nil
 		}
 		return nil, err
 	}
-	s := &outSession{sess: sess}
+	s := &outSession{sess: sess, used: true, lastUsed: time.Now()}
 	p.sessions = append(p.sessions, s)
 	p.mu.Unlock()
 
@@ -241,19 +257,33 @@ func (t *Transport) openStream(ctx context.Context, p *peer, header []byte) (*ya
 
 // newStream opens a yamux stream on one of p's sessions.
 func (t *Transport) newStream(ctx context.Context, p *peer) (*outSession, *yamux.Stream, error) {
-	s, err := t.session(ctx, p)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := s.sess.OpenStream()
-	if err != nil {
-		_ = s.sess.Close()
+	for {
+		s, err := t.session(ctx, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := s.sess.OpenStream()
+		if err == nil {
+			return s, st, nil
+		}
 		if t.isClosed() {
 			return nil, nil, ErrClosed
 		}
+		if p.wasReaped(s) && ctx.Err() == nil {
+			// The idle sweep closed it after it was picked (which takes a
+			// caller stalled for a whole IdleTimeout): the link is fine.
+			continue
+		}
+		_ = s.sess.Close()
 		return nil, nil, fmt.Errorf("transport: open stream to %s: %w", p.addr, err)
 	}
-	return s, st, nil
+}
+
+// wasReaped reports whether the idle sweep closed s.
+func (p *peer) wasReaped(s *outSession) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return s.reaped
 }
 
 // takeIdle pops an idle request stream whose session is still open, and
@@ -268,6 +298,7 @@ func (p *peer) takeIdle() (*yamux.Stream, *outSession) {
 		p.idle = p.idle[:n-1]
 		e.s.pooled--
 		if !e.s.sess.IsClosed() {
+			e.s.used = true
 			return e.st, e.s
 		}
 	}
@@ -275,7 +306,7 @@ func (p *peer) takeIdle() (*yamux.Stream, *outSession) {
 }
 
 // putIdle keeps st, a request stream of s, for reuse if there is room and s
-// is still open; it reports whether it did.
+// is still in use; it reports whether it did.
 func (p *peer) putIdle(st *yamux.Stream, s *outSession, maxIdle int) bool {
 	if s.sess.IsClosed() {
 		return false
@@ -289,4 +320,61 @@ func (p *peer) putIdle(st *yamux.Stream, s *outSession, maxIdle int) bool {
 	p.idle = append(p.idle, idleStream{st: st, s: s})
 	s.pooled++
 	return true
+}
+
+// sweepIdleSessions runs until Close, closing every IdleTimeout/4 the
+// outbound sessions that have been idle for IdleTimeout.
+func (t *Transport) sweepIdleSessions() {
+	tick := time.NewTicker(t.opts.IdleTimeout / idleSweepsPerTimeout)
+	defer tick.Stop()
+	var peers []*peer
+	var idle []*yamux.Session
+	for {
+		select {
+		case <-t.done:
+			return
+		case now := <-tick.C:
+			t.peersMu.Lock()
+			for _, p := range t.peers {
+				peers = append(peers, p)
+			}
+			t.peersMu.Unlock()
+			for _, p := range peers {
+				idle = p.reapIdle(now, t.opts.IdleTimeout, idle[:0])
+				for _, sess := range idle {
+					t.logger.Debug("transport: closing idle session", "peer", p.addr, "idle_timeout", t.opts.IdleTimeout)
+					_ = sess.Close()
+				}
+			}
+			clear(peers)
+			peers = peers[:0]
+			clear(idle)
+			t.idleSweeps.Add(1)
+		}
+	}
+}
+
+// reapIdle takes out of use the sessions of p that have had no stream in
+// use since an idle sweep at least idleTimeout before now, and appends them
+// to closing for the caller to close. A stream in use is one open in yamux
+// and not idle in the pool, so raft's streams keep their session open for
+// as long as raft holds them.
+func (p *peer) reapIdle(now time.Time, idleTimeout time.Duration, closing []*yamux.Session) []*yamux.Session {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i < len(p.sessions); {
+		s := p.sessions[i]
+		switch {
+		case s.used || s.sess.NumStreams() > s.pooled:
+			s.used = false
+			s.lastUsed = now
+		case now.Sub(s.lastUsed) >= idleTimeout:
+			s.reaped = true
+			p.removeLocked(i)
+			closing = append(closing, s.sess)
+			continue
+		}
+		i++
+	}
+	return closing
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,11 +90,89 @@ func TestHighMaxConnsReusesSessions(t *testing.T) {
 	}
 }
 
+// waitSweeps waits until the idle sweep of tr has run n more times and at
+// least d has passed: long enough for a session idle throughout to be closed.
+func waitSweeps(t *testing.T, tr *Transport, n int64, d time.Duration) {
+	t.Helper()
+	start, from := time.Now(), tr.idleSweeps.Load()
+	eventually(t, 10*time.Second+d, "idle sweeps", func() bool {
+		return tr.idleSweeps.Load() >= from+n && time.Since(start) >= d
+	})
+}
+
 // openSessions counts p's sessions that are in use or could be.
 func openSessions(p *peer) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.sessions)
+}
+
+func TestIdleSessionClosedAndRedialled(t *testing.T) {
+	opts := testOptions()
+	opts.IdleTimeout = 100 * time.Millisecond
+	a, b := pairWithHandlers(t, opts)
+	concurrentCalls(t, a, b.Addr(), 8) // leaves idle streams in the pool
+	p := a.peer(b.Addr())
+
+	eventually(t, 5*time.Second, "the idle session and its streams to close on both sides", func() bool {
+		p.mu.Lock()
+		pooled := len(p.idle)
+		p.mu.Unlock()
+		return openSessions(p) == 0 && pooled == 0 && outboundConns(a, b.Addr()) == 0 && inboundConns(b) == 0
+	})
+	if resp, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("again")); err != nil || string(resp) != "again" {
+		t.Fatalf("Call after the idle close: %q, %v", resp, err)
+	}
+	if n := p.dials.Load(); n != 2 {
+		t.Errorf("dialled %d sessions, want 2 (the first, then one after the idle close)", n)
+	}
+}
+
+// A Raft stream is in use for as long as it is open, however quiet: the idle
+// sweep must not cut it.
+func TestRaftStreamKeepsSessionOpen(t *testing.T) {
+	opts := testOptions()
+	opts.IdleTimeout = 50 * time.Millisecond
+	a, _ := newTestTransport(t, opts)
+	b, _ := newTestTransport(t, opts)
+	lb := b.RaftLayer(3)
+	c, err := a.RaftLayer(3).Dial(raft.ServerAddress(b.Addr()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := lb.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+
+	waitSweeps(t, a, 8, 4*opts.IdleTimeout)
+	p := a.peer(b.Addr())
+	if n, open := p.dials.Load(), outboundConns(a, b.Addr()); n != 1 || open != 1 {
+		t.Fatalf("with a raft stream open: %d dials, %d connections; want 1 and 1", n, open)
+	}
+	// The quiet stream still works both ways.
+	buf := make([]byte, 4)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	if _, err := sc.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+
+	// Once raft lets go of it, the session goes idle and is closed.
+	_ = c.Close()
+	_ = sc.Close()
+	eventually(t, 5*time.Second, "the session to close after its raft stream did", func() bool {
+		return openSessions(p) == 0 && outboundConns(a, b.Addr()) == 0
+	})
 }
 
 // holdServer serves kindHold: each call waits until release is closed.
@@ -164,7 +243,8 @@ func maxSampled(f func() int, stop <-chan struct{}) <-chan int {
 	return out
 }
 
-// Under load a peer gets more connections, up to MaxConns and never past it.
+// Under load a peer gets more connections, up to MaxConns and never past it;
+// when the load is gone the extra ones close while calls continue on one.
 func TestSessionsGrowWithLoadUpToMaxConns(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
@@ -179,9 +259,11 @@ func TestSessionsGrowWithLoadUpToMaxConns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := testOptions()
 			opts.MaxConns = tc.maxConns
+			opts.IdleTimeout = 100 * time.Millisecond
 			a, _ := newTestTransport(t, opts)
 			a.sessionBusyStreams = tc.busy
 			b, held, release := holdServer(t, opts)
+			b.Handle(kindEcho, echo)
 
 			stop := make(chan struct{})
 			highest := maxSampled(func() int { return outboundConns(a, b.Addr()) }, stop)
@@ -200,6 +282,14 @@ func TestSessionsGrowWithLoadUpToMaxConns(t *testing.T) {
 			if dials != int64(tc.wantDials) {
 				t.Errorf("dialled %d sessions, want %d", dials, tc.wantDials)
 			}
+
+			// Sequential calls need one connection; the others go idle and close.
+			eventually(t, 5*time.Second, "the extra connections to close", func() bool {
+				if _, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("x")); err != nil {
+					t.Fatalf("call while draining: %v", err)
+				}
+				return outboundConns(a, b.Addr()) == 1
+			})
 		})
 	}
 }

@@ -96,10 +96,12 @@ func waitLeader(t *testing.T, nodes []*raftNode) *raftNode {
 func TestRaftGroupsShareConnections(t *testing.T) {
 	t.Run("default", func(t *testing.T) { testRaftGroupsShareConnections(t, testOptions(), 0) })
 	// A high MaxConns is only a bound: 8 groups' streams fit on one
-	// connection each way.
+	// connection each way. A short IdleTimeout must not cut connections
+	// raft's streams are open on, or they would be dialled again.
 	t.Run("MaxConns1000", func(t *testing.T) {
 		opts := testOptions()
 		opts.MaxConns = 1000
+		opts.IdleTimeout = 50 * time.Millisecond
 		testRaftGroupsShareConnections(t, opts, 1)
 	})
 }
@@ -158,6 +160,12 @@ func testRaftGroupsShareConnections(t *testing.T, opts NetworkOptions, wantDials
 				return n.fsm.count() >= entries
 			})
 		}
+	}
+
+	if opts.IdleTimeout < time.Second {
+		// Let the idle sweep look at the connections a few times while
+		// raft keeps heartbeating over them.
+		waitSweeps(t, trs[0], 4, 2*opts.IdleTimeout)
 	}
 
 	// Connections between each pair stay within 2*wantDials (each side
