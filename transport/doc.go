@@ -16,9 +16,13 @@
 //     hashicorp/raft's own protocol) or a request stream (a sequence of
 //     request/response frames, see [Transport.Call]).
 //
-// A node opens at most [NetworkOptions.MaxConns] mux connections to each peer
-// and multiplexes everything over them, so the number of TCP connections
-// between two nodes does not grow with the number of Raft groups.
+// A node multiplexes everything it sends to a peer over one mux connection
+// and dials another only while every one it has is busy (many streams in
+// use: calls in flight, open Raft streams), never more than
+// [NetworkOptions.MaxConns]; a connection left without streams in use for
+// [NetworkOptions.IdleTimeout] is closed, and dialled again when needed. So
+// the TCP connections between two nodes follow the streams in use between
+// them, up to MaxConns each way, not the MaxConns setting itself.
 //
 // # Usage
 //

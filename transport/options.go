@@ -19,6 +19,7 @@ const TCP Type = 0
 const (
 	defaultMaxConns     = 2
 	defaultMaxIdle      = 16
+	defaultIdleTimeout  = time.Minute
 	defaultReadTimeout  = 10 * time.Second
 	defaultWriteTimeout = 10 * time.Second
 	defaultMaxInbound   = 1024
@@ -27,6 +28,9 @@ const (
 	// minFrameSize keeps a frame large enough to carry an error response,
 	// so a tiny limit cannot turn every failure into an undecodable frame.
 	minFrameSize = 1 << 10
+	// minIdleTimeout keeps the idle sweep, which runs four times per
+	// IdleTimeout, from spinning.
+	minIdleTimeout = 10 * time.Millisecond
 	// maxFrameSizeLimit keeps the declared length well inside uint32 and
 	// bounds what one frame may make a node allocate.
 	maxFrameSizeLimit = 1 << 30
@@ -40,12 +44,26 @@ type NetworkOptions struct {
 	// BindAddr is the host:port to listen on for TCP and UDP. Empty means
 	// the node's advertised address.
 	BindAddr string
-	// MaxConns is the number of TCP connections (yamux sessions) this node
-	// opens to one peer. Default 2.
+	// MaxConns is the most TCP connections (yamux sessions) this node
+	// dials to one peer; the peer's connections to this node are its own
+	// and count against its MaxConns. It is a bound, not a target: calls
+	// and Raft streams share one connection, and another is dialled only
+	// while every open one is busy, with 32 or more streams in use (calls
+	// in flight and open Raft streams). A connection idle for IdleTimeout
+	// is closed. Default 2.
 	MaxConns int
-	// MaxIdle is the number of idle request streams kept per peer for reuse
-	// by later calls. Default 16.
+	// MaxIdle is the most finished request streams kept per peer, over all
+	// of its connections, for reuse by later calls; a call that finds none
+	// opens a new stream, and a stream finished when MaxIdle are kept is
+	// closed. Each kept stream holds a goroutine on the peer. Default 16.
 	MaxIdle int
+	// IdleTimeout is how long a connection this node dialled may go without
+	// a stream in use (a call in flight or a Raft stream open; idle kept
+	// request streams do not count) before it is closed, with its kept
+	// streams; the next call dials again. A connection is closed between
+	// IdleTimeout and 1.25*IdleTimeout after its last use. Default 1m; when
+	// set, at least 10ms.
+	IdleTimeout time.Duration
 	// ReadTimeout bounds how long a started frame or a connection handshake
 	// may take to arrive completely; it also caps a Call whose context has
 	// no deadline. Default 10s.
@@ -95,6 +113,9 @@ func (o NetworkOptions) WithDefaults() NetworkOptions {
 	if o.MaxIdle == 0 {
 		o.MaxIdle = defaultMaxIdle
 	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = defaultIdleTimeout
+	}
 	if o.ReadTimeout == 0 {
 		o.ReadTimeout = defaultReadTimeout
 	}
@@ -127,6 +148,9 @@ func (o NetworkOptions) Validate() error {
 	}
 	if o.MaxIdle < 0 {
 		return fmt.Errorf("transport: MaxIdle %d must be >= 0", o.MaxIdle)
+	}
+	if o.IdleTimeout != 0 && o.IdleTimeout < minIdleTimeout {
+		return fmt.Errorf("transport: IdleTimeout %v must be 0 (default) or at least %v", o.IdleTimeout, minIdleTimeout)
 	}
 	if o.ReadTimeout < 0 {
 		return fmt.Errorf("transport: ReadTimeout %v must be >= 0", o.ReadTimeout)

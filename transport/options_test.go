@@ -10,7 +10,7 @@ import (
 func TestDefaultNetworkOptions(t *testing.T) {
 	o := DefaultNetworkOptions()
 	want := NetworkOptions{
-		Type: TCP, MaxConns: 2, MaxIdle: 16, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		Type: TCP, MaxConns: 2, MaxIdle: 16, IdleTimeout: time.Minute, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 		MaxInbound: 1024, MaxFrameSize: 8 << 20,
 	}
 	if !reflect.DeepEqual(o, want) {
@@ -32,6 +32,8 @@ func TestValidateNamesFieldAndValue(t *testing.T) {
 	}{
 		{NetworkOptions{MaxConns: -1}, "transport: MaxConns -1 must be >= 0"},
 		{NetworkOptions{MaxIdle: -2}, "transport: MaxIdle -2 must be >= 0"},
+		{NetworkOptions{IdleTimeout: -time.Second}, "transport: IdleTimeout -1s must be 0 (default) or at least 10ms"},
+		{NetworkOptions{IdleTimeout: time.Millisecond}, "transport: IdleTimeout 1ms must be 0 (default) or at least 10ms"},
 		{NetworkOptions{ReadTimeout: -time.Second}, "transport: ReadTimeout -1s must be >= 0"},
 		{NetworkOptions{WriteTimeout: -time.Second}, "transport: WriteTimeout -1s must be >= 0"},
 		{NetworkOptions{MaxInbound: -3}, "transport: MaxInbound -3 must be >= 0"},

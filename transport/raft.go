@@ -134,7 +134,7 @@ func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 	var hdr [5]byte
 	hdr[0] = streamRaft
 	binary.BigEndian.PutUint32(hdr[1:], l.group)
-	st, err := l.t.openStream(ctx, l.t.peer(string(address)), hdr[:])
+	st, _, err := l.t.openStream(ctx, l.t.peer(string(address)), hdr[:])
 	if err != nil {
 		return nil, err
 	}

@@ -94,8 +94,26 @@ func waitLeader(t *testing.T, nodes []*raftNode) *raftNode {
 }
 
 func TestRaftGroupsShareConnections(t *testing.T) {
+	t.Run("default", func(t *testing.T) { testRaftGroupsShareConnections(t, testOptions(), 0) })
+	// A high MaxConns is only a bound: 8 groups' streams fit on one
+	// connection each way. A short IdleTimeout must not cut connections
+	// raft's streams are open on, or they would be dialled again.
+	t.Run("MaxConns1000", func(t *testing.T) {
+		opts := testOptions()
+		opts.MaxConns = 1000
+		opts.IdleTimeout = 50 * time.Millisecond
+		testRaftGroupsShareConnections(t, opts, 1)
+	})
+}
+
+// testRaftGroupsShareConnections runs raft groups over three transports and
+// checks that each node dials at most wantDials connections to each other
+// (MaxConns when 0).
+func testRaftGroupsShareConnections(t *testing.T, opts NetworkOptions, wantDials int) {
 	const groups, entries = 8, 20
-	opts := testOptions()
+	if wantDials == 0 {
+		wantDials = opts.MaxConns
+	}
 	var trs []*Transport
 	for range 3 {
 		tr, _ := newTestTransport(t, opts)
@@ -144,20 +162,26 @@ func TestRaftGroupsShareConnections(t *testing.T) {
 		}
 	}
 
-	// Connections between each pair stay within 2*MaxConns (each side dials
-	// at most MaxConns), whatever the number of groups.
+	if opts.IdleTimeout < time.Second {
+		// Let the idle sweep look at the connections a few times while
+		// raft keeps heartbeating over them.
+		waitSweeps(t, trs[0], 4, 2*opts.IdleTimeout)
+	}
+
+	// Connections between each pair stay within 2*wantDials (each side
+	// dials at most wantDials), whatever the number of groups.
 	for i, a := range trs {
 		for j, b := range trs {
 			if i >= j {
 				continue
 			}
 			pair := a.peer(b.Addr()).dials.Load() + b.peer(a.Addr()).dials.Load()
-			if pair > int64(2*opts.MaxConns) {
-				t.Errorf("%d TCP connections between node %d and %d, want <= %d", pair, i, j, 2*opts.MaxConns)
+			if pair > int64(2*wantDials) {
+				t.Errorf("%d TCP connections between node %d and %d, want <= %d", pair, i, j, 2*wantDials)
 			}
 		}
-		if acc := a.acceptedMux.Load(); acc > int64(2*opts.MaxConns) {
-			t.Errorf("node %d accepted %d mux connections from 2 peers, want <= %d", i, acc, 2*opts.MaxConns)
+		if acc := a.acceptedMux.Load(); acc > int64(2*wantDials) {
+			t.Errorf("node %d accepted %d mux connections from 2 peers, want <= %d", i, acc, 2*wantDials)
 		}
 		t.Logf("node %d: dialled %d, accepted %d mux connections for %d groups", i, a.dialedMux.Load(), a.acceptedMux.Load(), groups)
 	}

@@ -38,7 +38,8 @@ func (t *Transport) Handle(kind uint8, h Handler) {
 // it return ctx's error promptly. Without a ctx deadline the call is capped
 // at ReadTimeout. A handler error comes back as a *RemoteError. Call is safe
 // for concurrent use; concurrent calls to one peer use separate streams over
-// at most MaxConns connections, and finished streams are kept for reuse.
+// at most MaxConns connections, and up to MaxIdle finished streams per peer
+// are kept for reuse.
 //
 // A Call that fails after the request was written may or may not have run
 // the handler. Call retries only when the request certainly did not leave:
@@ -63,18 +64,18 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 
 	p := t.peer(addr)
 	for {
-		st, reused := p.takeIdle(), true
+		st, s := p.takeIdle()
+		reused := st != nil
 		if st == nil {
-			reused = false
 			dialCtx, cancel := context.WithDeadline(ctx, deadline)
 			var err error
-			st, err = t.openStream(dialCtx, p, []byte{streamRequest})
+			st, s, err = t.openStream(dialCtx, p, []byte{streamRequest})
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 			}
 		}
-		resp, sent, err := t.roundTrip(ctx, p, st, deadline, kind, req)
+		resp, sent, err := t.roundTrip(ctx, p, s, st, deadline, kind, req)
 		if err != nil && !sent && reused && ctx.Err() == nil && !t.isClosed() {
 			// A kept stream whose connection died while idle (the peer
 			// restarted, say). The request never left, so trying a fresh
@@ -97,10 +98,11 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 	}
 }
 
-// roundTrip sends one request on st and reads its response, then keeps st
-// for reuse or closes it. sent reports whether any of the request may have
-// reached the peer: when false the handler certainly did not run.
-func (t *Transport) roundTrip(ctx context.Context, p *peer, st *yamux.Stream, deadline time.Time, kind uint8, req []byte) (resp []byte, sent bool, err error) {
+// roundTrip sends one request on st, a stream of s, and reads its response,
+// then keeps st for reuse or closes it. sent reports whether any of the
+// request may have reached the peer: when false the handler certainly did
+// not run.
+func (t *Transport) roundTrip(ctx context.Context, p *peer, s *outSession, st *yamux.Stream, deadline time.Time, kind uint8, req []byte) (resp []byte, sent bool, err error) {
 	// Cancellation is delivered by moving the stream's deadlines into the
 	// past, which wakes a blocked read or write at once.
 	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
@@ -123,7 +125,7 @@ func (t *Transport) roundTrip(ctx context.Context, p *peer, st *yamux.Stream, de
 	switch {
 	case (err == nil || refused) && !cancelled:
 		_ = st.SetDeadline(time.Time{})
-		if !p.putIdle(st, t.opts.MaxIdle) {
+		if !p.putIdle(st, s, t.opts.MaxIdle) {
 			_ = st.Close()
 		}
 	case err != nil && !sent && !refused:

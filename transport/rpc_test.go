@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -324,4 +325,31 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkCallRoundTripManyCallers runs twice as many callers as the
+// default MaxIdle, so streams are opened and closed all the time, the load
+// at which a second connection pays off.
+func BenchmarkCallRoundTripManyCallers(b *testing.B) {
+	a, _ := newTestTransport(b, DefaultNetworkOptions())
+	s, _ := newTestTransport(b, DefaultNetworkOptions())
+	s.Handle(kindEcho, echo)
+	req := make([]byte, 64)
+	ctx := context.Background()
+	if _, err := a.Call(ctx, s.Addr(), kindEcho, req); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(max(1, 2*defaultMaxIdle/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := a.Call(ctx, s.Addr(), kindEcho, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(a.peer(s.Addr()).dials.Load()), "dials")
 }

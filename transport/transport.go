@@ -118,6 +118,13 @@ type Transport struct {
 	// connections does not grow with the number of Raft groups.
 	acceptedMux atomic.Int64
 	dialedMux   atomic.Int64
+	// idleSweeps counts the runs of the idle-session sweep, so tests can
+	// wait for sweeps instead of sleeping.
+	idleSweeps atomic.Int64
+
+	// sessionBusyStreams is sessionBusyStreams; tests lower it to open
+	// several sessions with few calls. Set before the first call.
+	sessionBusyStreams int
 
 	// delayedPackets counts outbound gossip packets held back by a Faults
 	// delay, bounded by maxDelayedPackets.
@@ -181,10 +188,13 @@ func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transp
 		groups:     make(map[uint32]*raftLayer),
 		handlers:   make(map[uint8]Handler),
 		authKey:    deriveAuthKey(opts.ClusterKey),
+
+		sessionBusyStreams: sessionBusyStreams,
 	}
 	t.yamuxConf = t.newYamuxConfig()
 	t.goTracked("tcp accept loop", nil, t.acceptLoop)
 	t.goTracked("udp read loop", nil, t.udpLoop)
+	t.goTracked("idle session sweep", nil, t.sweepIdleSessions)
 	logger.Debug("transport listening", "bind", tcpLn.Addr().String(), "advertise", advertise)
 	return t, nil
 }
