@@ -43,32 +43,6 @@ const (
 	clientsPerNode = 3
 )
 
-// faultTimings is the harness's LocalTimings with a short DeadGrace, so that crashed nodes
-// are replaced within a scenario, and Raft timeouts twice as long: up to five race-enabled
-// nodes share two cores here, and with LocalTimings' 250 ms leader lease, scheduling stalls
-// alone depose leaders over and over.
-func faultTimings(o *gridkv.GridKVOptions) {
-	o.Timings.DeadGrace = time.Second
-	o.Timings.Raft.HeartbeatTimeout = time.Second
-	o.Timings.Raft.ElectionTimeout = time.Second
-	o.Timings.Raft.LeaderLeaseTimeout = 500 * time.Millisecond
-}
-
-// startFaultCluster starts n nodes with faultTimings (then mutate) and waits until they agree
-// on members, replicas and balanced leaders.
-func startFaultCluster(t *testing.T, n int, mutate func(i int, o *gridkv.GridKVOptions)) *cluster.Cluster {
-	t.Helper()
-	c := cluster.Start(t, n, func(i int, o *gridkv.GridKVOptions) {
-		faultTimings(o)
-		if mutate != nil {
-			mutate(i, o)
-		}
-	})
-	c.WaitReady(t, 60*time.Second)
-	settle(t, c)
-	return c
-}
-
 // load drives lincheck clients and stale readers against the nodes attached to it, until
 // finish. Safe for concurrent use.
 type load struct {
@@ -282,7 +256,7 @@ func finalChecks(t *testing.T, c *cluster.Cluster) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := keyInPartition("final", p)
+			key := c.KeyIn("final", p)
 			deadline := time.Now().Add(30 * time.Second)
 			for attempt := 0; ; attempt++ {
 				node := live[(p+attempt)%len(live)]
@@ -314,12 +288,7 @@ func finalChecks(t *testing.T, c *cluster.Cluster) {
 // applied the same index and hold the same data.
 func awaitReplicasAgree(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
 	t.Helper()
-	var why string
-	c.WaitFor(t, timeout, "every replica of every partition agrees", func() bool {
-		why = replicasDisagree(c)
-		return why == ""
-	})
-	_ = why
+	cluster.WaitFor(t, timeout, "every replica of every partition agrees", func() bool { return replicasDisagree(c) == "" })
 }
 
 // replicasDisagree returns why the replicas do not agree yet, or "".
@@ -360,62 +329,22 @@ func replicasDisagree(c *cluster.Cluster) string {
 	return ""
 }
 
-// mostLeader returns the index of the live node leading the most partitions.
-func mostLeader(c *cluster.Cluster) int {
-	counts := leaderCounts(c)
-	best := ""
-	for _, n := range c.Live() {
-		if best == "" || counts[n.ID] > counts[best] {
-			best = n.ID
-		}
-	}
-	return c.Index(best)
-}
-
-// othersLead waits until every partition has a leader, by its own report, among the given
-// node indexes.
-func othersLead(t *testing.T, c *cluster.Cluster, among []int, timeout time.Duration) {
-	t.Helper()
-	c.WaitFor(t, timeout, fmt.Sprintf("every partition led from nodes %v", among), func() bool {
-		led := make([]bool, partitions)
-		for _, i := range among {
-			n := c.Node(i)
-			for _, p := range n.KV.Status().Partitions {
-				if p.Leader == n.ID {
-					led[p.ID] = true
-				}
-			}
-		}
-		return !slices.Contains(led, false)
-	})
-}
-
-func others(c *cluster.Cluster, i int) []int {
-	var out []int
-	for _, n := range c.Live() {
-		if j := c.Index(n.ID); j != i {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
 // sleepUntil sleeps until t.
 func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
 
 // 1. The leader of many partitions is cut off from the majority, both ways. Its own clients
 // keep calling it: its reads must fail or be linearizable. The majority elects new leaders.
 func TestFaultLeaderPartitioned(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	victim := mostLeader(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	victim := c.MostLeader()
 	l := startLoad(c)
 	start := time.Now()
 	sleepUntil(start.Add(1500 * time.Millisecond))
-	majority := others(c, victim)
-	t.Logf("partitioning %s (leads %d) from %v", c.Node(victim).ID, leaderCounts(c)[c.Node(victim).ID], majority)
+	majority := c.LiveExcept(victim)
+	t.Logf("partitioning %s (leads %d) from %v", c.Node(victim).ID, c.LeaderCounts()[c.Node(victim).ID], majority)
 	c.Partition([]int{victim}, majority)
 	cut := time.Now()
-	othersLead(t, c, majority, 20*time.Second)
+	cluster.WaitFor(t, 20*time.Second, fmt.Sprintf("every partition led from nodes %v", majority), func() bool { return c.LedBy(majority) })
 	t.Logf("the majority leads every partition %v after the cut", time.Since(cut).Round(time.Millisecond))
 	sleepUntil(start.Add(6 * time.Second))
 	c.Heal()
@@ -428,8 +357,8 @@ func TestFaultLeaderPartitioned(t *testing.T) {
 // 2. The leader of many partitions is paused: cut off both ways for longer than the election
 // timeout, then let back in as if nothing happened.
 func TestFaultLeaderPaused(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	victim := mostLeader(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	victim := c.MostLeader()
 	l := startLoad(c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
@@ -438,7 +367,7 @@ func TestFaultLeaderPaused(t *testing.T) {
 		time.Sleep(4 * gridkv.LocalTimings().Raft.ElectionTimeout)
 		c.Heal()
 		t.Logf("paused %s for %v", c.Node(victim).ID, 4*gridkv.LocalTimings().Raft.ElectionTimeout)
-		victim = mostLeader(c)
+		victim = c.MostLeader()
 	}
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
@@ -456,7 +385,7 @@ func crashAndRestart(t *testing.T, c *cluster.Cluster, l *load, i int, awaitDead
 	c.Crash(i)
 	t.Logf("crashed %s (Close took %v)", old.ID, time.Since(crashed).Round(time.Millisecond))
 	if awaitDead {
-		c.WaitFor(t, 20*time.Second, old.ID+" seen dead", func() bool {
+		cluster.WaitFor(t, 20*time.Second, old.ID+" seen dead", func() bool {
 			for _, n := range c.Live() {
 				for _, m := range n.KV.Status().Members {
 					if m.ID == old.ID && m.State == "alive" {
@@ -471,29 +400,6 @@ func crashAndRestart(t *testing.T, c *cluster.Cluster, l *load, i int, awaitDead
 	l.attach(n)
 	t.Logf("restarted %s as %s %v after the crash", n.ID, gridkv.LocalServerID(n.KV), time.Since(crashed).Round(time.Millisecond))
 	return n
-}
-
-// awaitFormed waits until the live nodes agree on members and every partition has a leader
-// and min(live, 3) voters.
-func awaitFormed(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	n := len(c.Live())
-	c.WaitFor(t, timeout, fmt.Sprintf("%d nodes formed", n), func() bool { return formed(c, n, min(n, 3)) })
-}
-
-// awaitIdentities waits until every partition's voters, as its leader reports them, are the
-// current server IDs of live nodes: a replaced identity is gone everywhere.
-func awaitIdentities(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	var last string
-	c.WaitFor(t, timeout, "every partition's voters are live identities", func() bool {
-		why := identitiesMismatch(c)
-		if why != last && why != "" {
-			t.Logf("awaiting identities: %s", why)
-		}
-		last = why
-		return why == ""
-	})
 }
 
 // identitiesMismatch says why the partitions' leaders and voters are not yet the live nodes'
@@ -532,7 +438,7 @@ func identitiesMismatch(c *cluster.Cluster) string {
 // 3. A random node crashes every few seconds and comes back empty, so the cluster keeps three
 // nodes; DeadGrace is short, so the dead identity is replaced.
 func TestFaultRandomCrashes(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	l := startLoad(c)
 	start := time.Now()
@@ -540,7 +446,7 @@ func TestFaultRandomCrashes(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		i := rng.IntN(3)
 		crashAndRestart(t, c, l, i, round%2 == 0)
-		awaitIdentities(t, c, 60*time.Second)
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
 		t.Logf("round %d: converged %v into the run", round, time.Since(start).Round(time.Millisecond))
 	}
 	time.Sleep(time.Second)
@@ -552,7 +458,7 @@ func TestFaultRandomCrashes(t *testing.T) {
 // 4. A node restarts at once with empty state, before the others notice it died: it comes
 // back under a new identity, is added and refilled, and its old identity is removed.
 func TestFaultRestartEmpty(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	l := startLoad(c)
 	time.Sleep(2 * time.Second)
 	oldID := gridkv.LocalServerID(c.Node(1).KV)
@@ -562,7 +468,7 @@ func TestFaultRestartEmpty(t *testing.T) {
 		t.Fatalf("restarted node kept its server ID %s", oldID)
 	}
 	restarted := time.Now()
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
 	t.Logf("%s replaced by %s in every partition %v after the restart", oldID, newID, time.Since(restarted).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	l.finish()
@@ -582,14 +488,14 @@ func TestFaultRestartEmpty(t *testing.T) {
 
 // 5. A node joins and another leaves gracefully, both under load.
 func TestFaultJoinAndRemove(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	l := startLoad(c)
 	time.Sleep(1500 * time.Millisecond)
 	joined := time.Now()
 	n := c.Add(t)
 	l.attach(n)
-	awaitFormed(t, c, 60*time.Second)
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
 	t.Logf("%s joined and placement settled in %v", n.ID, time.Since(joined).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	leaving := c.Node(1)
@@ -597,8 +503,8 @@ func TestFaultJoinAndRemove(t *testing.T) {
 	removed := time.Now()
 	c.Stop(1)
 	t.Logf("%s closed in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
-	awaitFormed(t, c, 60*time.Second)
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
 	t.Logf("%s removed and placement settled in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	l.finish()
@@ -608,7 +514,7 @@ func TestFaultJoinAndRemove(t *testing.T) {
 
 // 6. Leadership of random partitions moves every ~300 ms.
 func TestFaultLeadershipTransfers(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
 	l := startLoad(c)
 	end := time.Now().Add(7 * time.Second)
@@ -653,19 +559,20 @@ func (h snapshotCounter) WithGroup(string) slog.Handler      { return h }
 func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 	const victim = 2
 	installs := new(atomic.Int64)
-	c := startFaultCluster(t, 3, func(i int, o *gridkv.GridKVOptions) {
-		o.Timings.Raft.SnapshotThreshold = 64
-		o.Timings.Raft.TrailingLogs = 16
-		o.Timings.Raft.SnapshotInterval = 200 * time.Millisecond
-		if i == victim {
-			o.Logger = slog.New(snapshotCounter{installs})
-		}
-	})
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced,
+		Mutate: func(i int, o *gridkv.GridKVOptions) {
+			o.Timings.Raft.SnapshotThreshold = 64
+			o.Timings.Raft.TrailingLogs = 16
+			o.Timings.Raft.SnapshotInterval = 200 * time.Millisecond
+			if i == victim {
+				o.Logger = slog.New(snapshotCounter{installs})
+			}
+		}})
 	l := startLoad(c)
 	time.Sleep(time.Second)
 	c.Isolate(victim)
 	t.Logf("isolated %s", c.Node(victim).ID)
-	othersLead(t, c, others(c, victim), 20*time.Second)
+	cluster.WaitFor(t, 20*time.Second, "every partition led from the others", func() bool { return c.LedBy(c.LiveExcept(victim)) })
 
 	// Sequential writers: about one log entry per write, on every partition.
 	var bulk sync.WaitGroup
@@ -705,7 +612,7 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 // write would close the connection, too brutal for a lossy-link test), real loss on gossip
 // packets and delay on gossip streams.
 func TestFaultLossyLinks(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	l := startLoad(c)
 	time.Sleep(time.Second)
 	c.Net.SetDefault(faultnet.Link{Delay: 2 * time.Millisecond, Jitter: 15 * time.Millisecond, Classes: []transport.Class{transport.ClassMux}})
@@ -725,7 +632,7 @@ func TestFaultLossyLinks(t *testing.T) {
 // 9. Gossip cut while Raft flows between two nodes, then the reverse: Raft and forwarded
 // requests cut while gossip flows.
 func TestFaultSplitPlanes(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	a, b := c.Node(0).Addr, c.Node(1).Addr
 	l := startLoad(c)
 	time.Sleep(time.Second)
@@ -751,7 +658,7 @@ func TestFaultSplitPlanes(t *testing.T) {
 // both halves. After healing, exactly one cluster must form: every node sees five alive
 // members and the same leader for every partition.
 func TestFaultSplitDiscovery(t *testing.T) {
-	c := cluster.Start(t, 0, func(i int, o *gridkv.GridKVOptions) { faultTimings(o) })
+	c := cluster.Start(t, 0, cluster.Options{Timings: cluster.FaultTimings})
 	addrs := make([]string, 5)
 	for i := range addrs {
 		var err error
@@ -790,8 +697,8 @@ func TestFaultSplitDiscovery(t *testing.T) {
 		l.attach(n)
 	}
 	live := len(c.Live())
-	c.WaitFor(t, 60*time.Second, "one cluster of every node with the same leaders", func() bool {
-		if !formed(c, live, 3) {
+	cluster.WaitFor(t, 60*time.Second, "one cluster of every node with the same leaders", func() bool {
+		if !c.Formed() {
 			return false
 		}
 		var want []string
@@ -852,7 +759,7 @@ func sampleUsage() usage {
 // -soak=5m runs it for minutes.
 func TestFaultSoak(t *testing.T) {
 	duration := soakDuration(t)
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 11))
 	t.Logf("soak for %v, fault choice seed %d", duration, seed)
@@ -863,13 +770,13 @@ func TestFaultSoak(t *testing.T) {
 	for round := 0; time.Since(start) < duration; round++ {
 		live := c.Live()
 		i := c.Index(live[rng.IntN(len(live))].ID)
-		j := others(c, i)[rng.IntN(len(live)-1)]
+		j := c.LiveExcept(i)[rng.IntN(len(live)-1)]
 		hold := time.Second + time.Duration(rng.IntN(2000))*time.Millisecond
 		var what string
 		switch rng.IntN(7) {
 		case 0:
 			what = "partition " + c.Node(i).ID + " from the rest"
-			c.Partition([]int{i}, others(c, i))
+			c.Partition([]int{i}, c.LiveExcept(i))
 			time.Sleep(hold)
 		case 1:
 			what = "pause " + c.Node(i).ID
@@ -904,7 +811,7 @@ func TestFaultSoak(t *testing.T) {
 			time.Sleep(hold)
 		}
 		c.Heal()
-		awaitIdentities(t, c, 60*time.Second)
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
 		u := sampleUsage()
 		samples = append(samples, u)
 		t.Logf("round %d at %v: %s; %d goroutines, heap %d KiB, %d operations so far",

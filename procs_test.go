@@ -51,14 +51,12 @@ func TestRealProcesses(t *testing.T) {
 		seeds = append(seeds, nodes[i].addr)
 	}
 
-	c := cluster.Start(t, 1, func(_ int, o *gridkv.GridKVOptions) {
+	c := cluster.Start(t, 1, cluster.Options{Partitions: procPartitions, Mutate: func(_ int, o *gridkv.GridKVOptions) {
 		o.LocalNodeID = "local"
 		o.SeedAddrs = append([]string(nil), seeds...)
-		o.Partitions = procPartitions
-	})
-	c.WaitReady(t, 60*time.Second)
+	}})
 	kv := c.Node(0).KV
-	c.WaitFor(t, 30*time.Second, "four alive members", func() bool { return alive(kv) == 4 })
+	cluster.WaitFor(t, 30*time.Second, "four alive members", func() bool { return cluster.AliveMembers(kv) == 4 })
 
 	h := lincheck.NewHistory()
 	const clients = 4
@@ -113,16 +111,6 @@ func TestRealProcesses(t *testing.T) {
 
 func since(h *lincheck.History) time.Duration {
 	return time.Since(h.Start()).Round(100 * time.Millisecond)
-}
-
-func alive(kv *gridkv.GridKV) int {
-	n := 0
-	for _, m := range kv.Status().Members {
-		if m.State == "alive" {
-			n++
-		}
-	}
-	return n
 }
 
 // buildProcnode builds internal/procnode into a temporary directory, with -race when this

@@ -16,20 +16,6 @@ import (
 	"github.com/feellmoose/gridkv/store"
 )
 
-// startSingle starts one node with default options except LocalTimings (and any change mutate
-// makes) and waits until it is ready.
-func startSingle(t *testing.T, mutate func(o *gridkv.GridKVOptions)) *gridkv.GridKV {
-	t.Helper()
-	c := cluster.Start(t, 1, func(_ int, o *gridkv.GridKVOptions) {
-		o.Partitions = 0 // the default
-		if mutate != nil {
-			mutate(o)
-		}
-	})
-	c.WaitReady(t, 30*time.Second)
-	return c.Node(0).KV
-}
-
 func testContext(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -38,7 +24,7 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestSingleSetGetDelete(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	if _, err := kv.Get(ctx, "missing"); !errors.Is(err, gridkv.ErrKeyNotFound) {
@@ -85,7 +71,7 @@ func TestSingleSetGetDelete(t *testing.T) {
 }
 
 func TestSingleVersionsIncrease(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	var last uint64
@@ -119,7 +105,7 @@ func TestSingleVersionsIncrease(t *testing.T) {
 }
 
 func TestSingleCompareAndSwap(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	// Version 0 succeeds only while the key is absent.
@@ -192,7 +178,7 @@ func TestSingleCompareAndSwap(t *testing.T) {
 }
 
 func TestSingleInvalidInput(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	longKey := strings.Repeat("k", gridkv.MaxKeySize+1)
@@ -236,7 +222,7 @@ func TestSingleInvalidInput(t *testing.T) {
 }
 
 func TestSingleValuesAreCopied(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	in := []byte("original")
@@ -388,9 +374,9 @@ func TestSingleInvalidOptions(t *testing.T) {
 }
 
 func TestSingleMemoryLimit(t *testing.T) {
-	kv := startSingle(t, func(o *gridkv.GridKVOptions) {
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions, Mutate: func(_ int, o *gridkv.GridKVOptions) {
 		o.Storage = &store.StorageOptions{MaxMemoryMB: 1}
-	})
+	}}).Node(0).KV
 	ctx := testContext(t, 60*time.Second)
 
 	value := bytes.Repeat([]byte("m"), 32<<10)
