@@ -26,14 +26,14 @@ import (
 )
 
 // The scenarios below inject real faults (cut, slow and lossy links, crashes, restarts,
-// membership changes) into a cluster under load. Every scenario:
-//   - runs lincheck clients on every live node and one stale reader per node;
-//   - checks the clients' history with porcupine, per key;
-//   - heals, requires a write to every partition to succeed, and requires every replica of
-//     every partition to hold the same data once their applied indexes match;
-//   - checks the stale reads: each returns a value some client wrote (or nothing before any
-//     write) and never a version older than one the same reader already saw from the same
-//     replica of the same node.
+// membership changes) into a cluster under load. Every scenario runs lincheck clients on every
+// live node and one stale reader per node (startLoad). When it ends:
+//   - the load checks the stale reads: each returns a value some client wrote (or nothing
+//     before any write) and never a version older than one the same reader already saw from
+//     the same replica of the same node;
+//   - the harness checks the clients' history with porcupine, per key, then heals, requires a
+//     write to every partition to succeed, and requires every replica of every partition to
+//     hold the same data once their applied indexes match.
 
 var soakFlag = flag.Duration("soak", 0, "run TestFaultSoak for this long (also GRIDKV_SOAK); 0: a short CI run")
 
@@ -56,11 +56,20 @@ type load struct {
 	stops map[*gridkv.GridKV]*atomic.Bool // per attached node: its clients stop when set
 }
 
-func startLoad(c *cluster.Cluster) *load {
-	l := &load{h: lincheck.NewHistory(), stops: make(map[*gridkv.GridKV]*atomic.Bool)}
+// startLoad attaches a load to every live node of c. Its history is the harness's to check;
+// a cleanup registered here (so it runs before the harness's checks) stops the clients and
+// checks the stale reads.
+func startLoad(t *testing.T, c *cluster.Cluster) *load {
+	l := &load{h: c.NewHistory(), stops: make(map[*gridkv.GridKV]*atomic.Bool)}
 	for _, n := range c.Live() {
 		l.attach(n)
 	}
+	t.Cleanup(func() {
+		l.finish()
+		if !t.Failed() {
+			l.check(t)
+		}
+	})
 	return l
 }
 
@@ -97,13 +106,14 @@ func (l *load) detach(n *cluster.Node) {
 	l.mu.Unlock()
 }
 
-// finish stops every client and waits for them.
+// finish stops every client and waits for them. It may be called more than once.
 func (l *load) finish() {
 	l.done.Store(true)
 	l.wg.Wait()
 }
 
-// check verifies the history with porcupine and the stale reads against it.
+// check verifies the stale reads against the history (porcupine's verdict on it is the
+// harness's).
 func (l *load) check(t *testing.T) {
 	t.Helper()
 	ops := l.h.Ops()
@@ -114,7 +124,6 @@ func (l *load) check(t *testing.T) {
 		t.Errorf("only %d operations: too few for the check to mean anything", len(ops))
 	}
 	l.stale.check(t, ops)
-	lincheck.Check(t, ops, 120*time.Second)
 }
 
 // staleLog records what stale readers saw and the violations they noticed while reading.
@@ -243,92 +252,6 @@ func (s *staleLog) check(t *testing.T, ops []porcupine.Operation) {
 	}
 }
 
-// finalChecks heals the network and requires a write to every partition to succeed within
-// 30 s, then every replica of every partition to agree.
-func finalChecks(t *testing.T, c *cluster.Cluster) {
-	t.Helper()
-	c.Heal()
-	start := time.Now()
-	live := c.Live()
-	var wg sync.WaitGroup
-	errs := make([]error, partitions)
-	for p := 0; p < partitions; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := c.KeyIn("final", p)
-			deadline := time.Now().Add(30 * time.Second)
-			for attempt := 0; ; attempt++ {
-				node := live[(p+attempt)%len(live)]
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				err := node.KV.Set(ctx, key, []byte(fmt.Sprintf("final-%d", attempt)))
-				cancel()
-				if err == nil {
-					return
-				}
-				if time.Now().After(deadline) {
-					errs[p] = fmt.Errorf("partition %d, last through %s: %w", p, node.ID, err)
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("after healing, no write succeeded within 30s:\n%v\n%s", err, c.Describe())
-	}
-	t.Logf("every partition writable %v after healing", time.Since(start).Round(time.Millisecond))
-	awaitReplicasAgree(t, c, 60*time.Second)
-	t.Logf("every replica agrees %v after healing", time.Since(start).Round(time.Millisecond))
-}
-
-// awaitReplicasAgree waits until, for every partition, exactly one live node leads it, its
-// configuration has min(live, 3) voters, every voter is a live replica, and all of them have
-// applied the same index and hold the same data.
-func awaitReplicasAgree(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	cluster.WaitFor(t, timeout, "every replica of every partition agrees", func() bool { return replicasDisagree(c) == "" })
-}
-
-// replicasDisagree returns why the replicas do not agree yet, or "".
-func replicasDisagree(c *cluster.Cluster) string {
-	live := c.Live()
-	byServer := make(map[string]gridkv.ReplicaDigest)
-	leaders := make(map[int][]gridkv.ReplicaDigest)
-	for _, n := range live {
-		for _, d := range gridkv.ReplicaDigests(n.KV) {
-			byServer[fmt.Sprint(d.Partition, "@", d.ServerID)] = d
-			if d.Leader {
-				leaders[d.Partition] = append(leaders[d.Partition], d)
-			}
-		}
-	}
-	for p := 0; p < partitions; p++ {
-		if len(leaders[p]) != 1 {
-			return fmt.Sprintf("partition %d has %d leaders", p, len(leaders[p]))
-		}
-		ld := leaders[p][0]
-		if len(ld.Voters) != min(len(live), 3) {
-			return fmt.Sprintf("partition %d has voters %v", p, ld.Voters)
-		}
-		for _, v := range ld.Voters {
-			d, ok := byServer[fmt.Sprint(p, "@", v)]
-			if !ok {
-				return fmt.Sprintf("partition %d: voter %s is not a live replica", p, v)
-			}
-			if d.Applied != ld.Applied {
-				return fmt.Sprintf("partition %d: %s applied %d, leader %d", p, v, d.Applied, ld.Applied)
-			}
-			if d.Sum != ld.Sum || d.Keys != ld.Keys {
-				return fmt.Sprintf("partition %d: %s holds %d keys (sum %x) at index %d, leader %s %d keys (sum %x)",
-					p, v, d.Keys, d.Sum, d.Applied, ld.ServerID, ld.Keys, ld.Sum)
-			}
-		}
-	}
-	return ""
-}
-
 // sleepUntil sleeps until t.
 func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
 
@@ -337,7 +260,7 @@ func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
 func TestFaultLeaderPartitioned(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	victim := c.MostLeader()
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	sleepUntil(start.Add(1500 * time.Millisecond))
 	majority := c.LiveExcept(victim)
@@ -350,8 +273,6 @@ func TestFaultLeaderPartitioned(t *testing.T) {
 	c.Heal()
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 2. The leader of many partitions is paused: cut off both ways for longer than the election
@@ -359,7 +280,7 @@ func TestFaultLeaderPartitioned(t *testing.T) {
 func TestFaultLeaderPaused(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	victim := c.MostLeader()
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
 		sleepUntil(start.Add(time.Duration(1+3*round) * time.Second))
@@ -371,8 +292,6 @@ func TestFaultLeaderPaused(t *testing.T) {
 	}
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // crashAndRestart crashes node i, waits until the others see it dead if awaitDead, then starts
@@ -402,64 +321,29 @@ func crashAndRestart(t *testing.T, c *cluster.Cluster, l *load, i int, awaitDead
 	return n
 }
 
-// identitiesMismatch says why the partitions' leaders and voters are not yet the live nodes'
-// identities, or returns "".
-func identitiesMismatch(c *cluster.Cluster) string {
-	current := make(map[string]bool)
-	for _, n := range c.Live() {
-		current[gridkv.LocalServerID(n.KV)] = true
-	}
-	want := min(len(current), 3)
-	leaders := make(map[int][]string)
-	for _, n := range c.Live() {
-		for _, d := range gridkv.ReplicaDigests(n.KV) {
-			if !d.Leader {
-				continue
-			}
-			leaders[d.Partition] = append(leaders[d.Partition], n.ID)
-			if len(d.Voters) != want {
-				return fmt.Sprintf("partition %d led by %s has voters %v, want %d", d.Partition, n.ID, d.Voters, want)
-			}
-			for _, v := range d.Voters {
-				if !current[v] {
-					return fmt.Sprintf("partition %d led by %s has voters %v; %s is not live", d.Partition, n.ID, d.Voters, v)
-				}
-			}
-		}
-	}
-	for p := range partitions {
-		if len(leaders[p]) != 1 {
-			return fmt.Sprintf("partition %d has leaders %v", p, leaders[p])
-		}
-	}
-	return ""
-}
-
 // 3. A random node crashes every few seconds and comes back empty, so the cluster keeps three
 // nodes; DeadGrace is short, so the dead identity is replaced.
 func TestFaultRandomCrashes(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
 		time.Sleep(1500 * time.Millisecond)
 		i := rng.IntN(3)
 		crashAndRestart(t, c, l, i, round%2 == 0)
-		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 		t.Logf("round %d: converged %v into the run", round, time.Since(start).Round(time.Millisecond))
 	}
 	time.Sleep(time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 4. A node restarts at once with empty state, before the others notice it died: it comes
 // back under a new identity, is added and refilled, and its old identity is removed.
 func TestFaultRestartEmpty(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(2 * time.Second)
 	oldID := gridkv.LocalServerID(c.Node(1).KV)
 	n := crashAndRestart(t, c, l, 1, false)
@@ -468,12 +352,13 @@ func TestFaultRestartEmpty(t *testing.T) {
 		t.Fatalf("restarted node kept its server ID %s", oldID)
 	}
 	restarted := time.Now()
-	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s replaced by %s in every partition %v after the restart", oldID, newID, time.Since(restarted).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
-	// The new identity holds a replica of every partition (three nodes, three replicas).
+	// The new identity holds a replica of every partition (three nodes, three replicas), as
+	// the digests of replicas that stopped applying show.
+	cluster.WaitFor(t, 60*time.Second, "every replica of every partition agrees", c.ReplicasAgree)
 	hosted := 0
 	for _, d := range gridkv.ReplicaDigests(n.KV) {
 		if d.ServerID == newID {
@@ -483,19 +368,18 @@ func TestFaultRestartEmpty(t *testing.T) {
 	if hosted != partitions {
 		t.Errorf("%s hosts %d partitions after the restart, want %d", newID, hosted, partitions)
 	}
-	l.check(t)
 }
 
 // 5. A node joins and another leaves gracefully, both under load.
 func TestFaultJoinAndRemove(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(1500 * time.Millisecond)
 	joined := time.Now()
 	n := c.Add(t)
 	l.attach(n)
 	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
-	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s joined and placement settled in %v", n.ID, time.Since(joined).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	leaving := c.Node(1)
@@ -504,19 +388,17 @@ func TestFaultJoinAndRemove(t *testing.T) {
 	c.Stop(1)
 	t.Logf("%s closed in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
 	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
-	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s removed and placement settled in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 6. Leadership of random partitions moves every ~300 ms.
 func TestFaultLeadershipTransfers(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
-	l := startLoad(c)
+	l := startLoad(t, c)
 	end := time.Now().Add(7 * time.Second)
 	moved, tried := 0, 0
 	for time.Now().Before(end) {
@@ -537,8 +419,6 @@ func TestFaultLeadershipTransfers(t *testing.T) {
 	if moved < tried/2 || moved == 0 {
 		t.Errorf("only %d of %d leadership transfers succeeded", moved, tried)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // snapshotCounter counts raft's "Installed remote snapshot" lines of one node.
@@ -568,7 +448,7 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 				o.Logger = slog.New(snapshotCounter{installs})
 			}
 		}})
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Isolate(victim)
 	t.Logf("isolated %s", c.Node(victim).ID)
@@ -600,12 +480,11 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 	c.Heal()
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
+	cluster.WaitFor(t, 60*time.Second, c.Node(victim).ID+" caught up: every replica agrees", c.ReplicasAgree)
 	t.Logf("%s installed %d snapshots", c.Node(victim).ID, installs.Load())
 	if installs.Load() == 0 {
 		t.Errorf("%s caught up without installing a snapshot: the scenario did not test what it means to", c.Node(victim).ID)
 	}
-	l.check(t)
 }
 
 // 8. Slow links everywhere: delay and jitter on the multiplexed connections (dropping a mux
@@ -613,7 +492,7 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 // packets and delay on gossip streams.
 func TestFaultLossyLinks(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Net.SetDefault(faultnet.Link{Delay: 2 * time.Millisecond, Jitter: 15 * time.Millisecond, Classes: []transport.Class{transport.ClassMux}})
 	c.Net.SetDefault(faultnet.Link{Drop: 0.1, Classes: []transport.Class{transport.ClassPacket}})
@@ -625,8 +504,6 @@ func TestFaultLossyLinks(t *testing.T) {
 	if mux.Delayed == 0 || pkt.Refused == 0 {
 		t.Errorf("the faults touched no traffic: mux %+v, packets %+v", mux, pkt)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 9. Gossip cut while Raft flows between two nodes, then the reverse: Raft and forwarded
@@ -634,7 +511,7 @@ func TestFaultLossyLinks(t *testing.T) {
 func TestFaultSplitPlanes(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	a, b := c.Node(0).Addr, c.Node(1).Addr
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Net.Cut(a, b, transport.ClassPacket, transport.ClassGossip)
 	t.Logf("gossip cut between %s and %s, Raft up", c.Node(0).ID, c.Node(1).ID)
@@ -650,8 +527,6 @@ func TestFaultSplitPlanes(t *testing.T) {
 	if s := c.Net.Stats(transport.ClassMux); s.Refused == 0 {
 		t.Errorf("the mux cut refused nothing: %+v", s)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 10. Five nodes start while the network is split {0,1,2} | {3,4}; nodes 3 and 4 have seeds in
@@ -673,7 +548,7 @@ func TestFaultSplitDiscovery(t *testing.T) {
 		}
 	}
 	c.WaitReady(t, 60*time.Second)
-	l := startLoad(c)
+	l := startLoad(t, c)
 	var wg sync.WaitGroup
 	errs := make([]error, 5)
 	for i := 3; i < 5; i++ {
@@ -721,8 +596,6 @@ func TestFaultSplitDiscovery(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // soakDuration is how long TestFaultSoak runs: -soak, else GRIDKV_SOAK, else 10 s.
@@ -764,7 +637,7 @@ func TestFaultSoak(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 11))
 	t.Logf("soak for %v, fault choice seed %d", duration, seed)
 	base := sampleUsage()
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	var samples []usage
 	for round := 0; time.Since(start) < duration; round++ {
@@ -811,14 +684,13 @@ func TestFaultSoak(t *testing.T) {
 			time.Sleep(hold)
 		}
 		c.Heal()
-		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", func() bool { return identitiesMismatch(c) == "" })
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 		u := sampleUsage()
 		samples = append(samples, u)
 		t.Logf("round %d at %v: %s; %d goroutines, heap %d KiB, %d operations so far",
 			round, time.Since(start).Round(time.Second), what, u.goroutines, u.heap>>10, len(l.h.Ops()))
 	}
 	l.finish()
-	finalChecks(t, c)
 	end := sampleUsage()
 	t.Logf("usage: before load %d goroutines, heap %d KiB; after %d goroutines, heap %d KiB",
 		base.goroutines, base.heap>>10, end.goroutines, end.heap>>10)
@@ -835,5 +707,4 @@ func TestFaultSoak(t *testing.T) {
 	if end.heap > 8*base.heap+256<<20 {
 		t.Errorf("heap grew from %d KiB to %d KiB over the soak", base.heap>>10, end.heap>>10)
 	}
-	l.check(t)
 }

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/store"
@@ -268,24 +266,12 @@ func TestSingleValuesAreCopied(t *testing.T) {
 	}
 }
 
+// TestSingleClose closes a node by hand. That everything it started is gone after Close is
+// the harness's goroutine leak check, which runs when the test ends.
 func TestSingleClose(t *testing.T) {
-	// Goroutines of tests that ran before are not this test's business (TestMain checks the
-	// package as a whole); everything this node starts must be gone after Close.
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-
-	addr, err := cluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	timings := gridkv.LocalTimings()
-	kv, err := gridkv.NewGridKV(&gridkv.GridKVOptions{LocalNodeID: "solo", LocalAddress: addr, Timings: &timings})
-	if err != nil {
-		t.Fatalf("NewGridKV: %v", err)
-	}
+	node := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0)
+	kv := node.KV
 	ctx := testContext(t, 30*time.Second)
-	if err := kv.WaitReady(ctx); err != nil {
-		t.Fatalf("WaitReady: %v", err)
-	}
 	if err := kv.Set(ctx, "k", []byte("v")); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
@@ -312,7 +298,7 @@ func TestSingleClose(t *testing.T) {
 		}
 	}
 	// Status after Close must not panic or block.
-	if st := kv.Status(); st.NodeID != "solo" {
+	if st := kv.Status(); st.NodeID != node.ID {
 		t.Errorf("Status after Close has NodeID %q", st.NodeID)
 	}
 }

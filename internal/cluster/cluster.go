@@ -18,6 +18,7 @@ import (
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/faultnet"
 	"github.com/feellmoose/gridkv/internal/freeport"
+	"github.com/feellmoose/gridkv/internal/lincheck"
 	"github.com/feellmoose/gridkv/internal/testlog"
 	"github.com/feellmoose/gridkv/transport"
 )
@@ -47,21 +48,21 @@ type Cluster struct {
 	// links through it or through the helpers below.
 	Net *faultnet.Net
 
-	mu         sync.Mutex        // guards the fields below
-	nodes      []*Node           // every node ever started, by index; stopped ones stay in place until Restart
-	partitions int               // the cluster's partition count, known once a node started
-	replicas   int               // the cluster's ReplicaCount, known once a node started
-	reasons    map[string]string // predicate -> why it last returned false, for Describe
+	mu         sync.Mutex          // guards the fields below
+	nodes      []*Node             // every node ever started, by index; stopped ones stay in place until Restart
+	partitions int                 // the cluster's partition count, known once a node started
+	replicas   int                 // the cluster's ReplicaCount, known once a node started
+	histories  []*lincheck.History // checked at the end of the test
+	reasons    map[string]string   // predicate -> why it last returned false, for Describe
 }
 
 // Start starts n nodes on 127.0.0.1, every one wired to the cluster's fault network Net, and
 // waits as o.Wait says. Node 0 creates the cluster; node i > 0 joins with the addresses of the
-// live nodes as seeds. A cleanup closes every node when the test ends.
+// live nodes as seeds. It registers the end-of-test checks described in the package doc.
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{opts: o, logger: testLogger(t), Net: faultnet.New(faultSeed(t))}
 	register(t, c)
-	t.Cleanup(func() { c.closeAll(t) })
 	for i := 0; i < n; i++ {
 		c.Add(t)
 	}

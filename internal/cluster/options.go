@@ -15,8 +15,9 @@ const DefaultPartitions = 16
 // picks its own default (gridkv.DefaultPartitions): for tests of the library as a user gets it.
 const LibraryPartitions = -1
 
-// Options say how Start starts a cluster's nodes. The zero value starts nodes with
-// LocalTimings, DefaultPartitions and no security, and waits until every node is ready.
+// Options say how Start starts a cluster's nodes and what it checks at the end. The zero value
+// starts nodes with LocalTimings, DefaultPartitions and no security, waits until every node is
+// ready, and runs every end-of-test check.
 type Options struct {
 	// Wait is how far Start waits before it returns; zero: WaitReady.
 	Wait Wait
@@ -41,6 +42,14 @@ type Options struct {
 	// Mutate, if set, changes node i's options last, after every field above was applied.
 	// The index counts every node the cluster started, AddAt's included.
 	Mutate func(i int, o *gridkv.GridKVOptions)
+
+	// SkipReplicaCheck, if not empty, says why this test's replicas need not agree when it
+	// ends (it leaves a partition without a quorum, say): the end-of-test check that heals,
+	// writes and compares replicas is skipped.
+	SkipReplicaCheck string
+	// SkipLeakCheck, if not empty, says why goroutines may outlive this test's nodes: the
+	// test's goroutine leak check is skipped (TestMain's still runs).
+	SkipLeakCheck string
 }
 
 // Wait is how far Start waits for the nodes it started. Each level includes the ones before.

@@ -127,6 +127,84 @@ func (c *Cluster) LedBy(among []int) bool {
 	return c.explain("led by", "")
 }
 
+// ReplicasAgree reports whether, for every partition, exactly one live node leads it, its
+// configuration has min(live nodes, ReplicaCount) voters, every voter is a live replica, and
+// all of them have applied the same index and hold the same data. It needs Inspect.
+func (c *Cluster) ReplicasAgree() bool {
+	mustInspect()
+	live := c.Live()
+	partitions, replicas := c.settings()
+	byServer := make(map[string]Replica)
+	leaders := make(map[int][]Replica)
+	for _, n := range live {
+		for _, d := range Inspect.Replicas(n.KV) {
+			byServer[fmt.Sprint(d.Partition, "@", d.ServerID)] = d
+			if d.Leader {
+				leaders[d.Partition] = append(leaders[d.Partition], d)
+			}
+		}
+	}
+	for p := 0; p < partitions; p++ {
+		if len(leaders[p]) != 1 {
+			return c.explain("replicas agree", fmt.Sprintf("partition %d has %d leaders", p, len(leaders[p])))
+		}
+		ld := leaders[p][0]
+		if len(ld.Voters) != min(len(live), replicas) {
+			return c.explain("replicas agree", fmt.Sprintf("partition %d has voters %v", p, ld.Voters))
+		}
+		for _, v := range ld.Voters {
+			d, ok := byServer[fmt.Sprint(p, "@", v)]
+			switch {
+			case !ok:
+				return c.explain("replicas agree", fmt.Sprintf("partition %d: voter %s is not a live replica", p, v))
+			case d.Applied != ld.Applied:
+				return c.explain("replicas agree", fmt.Sprintf("partition %d: %s applied %d, leader %d", p, v, d.Applied, ld.Applied))
+			case d.Sum != ld.Sum || d.Keys != ld.Keys:
+				return c.explain("replicas agree", fmt.Sprintf("partition %d: %s holds %d keys (sum %x) at index %d, leader %s %d keys (sum %x)",
+					p, v, d.Keys, d.Sum, d.Applied, ld.ServerID, ld.Keys, ld.Sum))
+			}
+		}
+	}
+	return c.explain("replicas agree", "")
+}
+
+// IdentitiesLive reports whether every partition has exactly one leader and its voters, as
+// that leader reports them, are min(live nodes, ReplicaCount) current server IDs of live
+// nodes: a replaced identity is gone everywhere. It needs Inspect.
+func (c *Cluster) IdentitiesLive() bool {
+	mustInspect()
+	live := c.Live()
+	partitions, replicas := c.settings()
+	current := make(map[string]bool)
+	for _, n := range live {
+		current[Inspect.ServerID(n.KV)] = true
+	}
+	want := min(len(current), replicas)
+	leaders := make(map[int][]string)
+	for _, n := range live {
+		for _, d := range Inspect.Replicas(n.KV) {
+			if !d.Leader {
+				continue
+			}
+			leaders[d.Partition] = append(leaders[d.Partition], n.ID)
+			if len(d.Voters) != want {
+				return c.explain("identities live", fmt.Sprintf("partition %d led by %s has voters %v, want %d", d.Partition, n.ID, d.Voters, want))
+			}
+			for _, v := range d.Voters {
+				if !current[v] {
+					return c.explain("identities live", fmt.Sprintf("partition %d led by %s has voters %v; %s is not live", d.Partition, n.ID, d.Voters, v))
+				}
+			}
+		}
+	}
+	for p := range partitions {
+		if len(leaders[p]) != 1 {
+			return c.explain("identities live", fmt.Sprintf("partition %d has leaders %v", p, leaders[p]))
+		}
+	}
+	return c.explain("identities live", "")
+}
+
 // KeyIn returns a key, starting with prefix, that falls into the cluster's partition p.
 func (c *Cluster) KeyIn(prefix string, p int) string {
 	partitions, _ := c.settings()

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -32,27 +31,4 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		}
 		time.Sleep(poll)
 	}
-}
-
-// The clusters each test started, so that WaitFor can describe them.
-var (
-	registryMu sync.Mutex
-	registry   = map[testing.TB][]*Cluster{}
-)
-
-func register(t testing.TB, c *Cluster) {
-	registryMu.Lock()
-	registry[t] = append(registry[t], c)
-	registryMu.Unlock()
-	t.Cleanup(func() {
-		registryMu.Lock()
-		delete(registry, t)
-		registryMu.Unlock()
-	})
-}
-
-func clustersOf(t testing.TB) []*Cluster {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	return append([]*Cluster(nil), registry[t]...)
 }
