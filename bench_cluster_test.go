@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
@@ -26,16 +25,7 @@ func BenchmarkCluster3Set(b *testing.B) {
 }
 
 func benchmarkCluster3Set(b *testing.B, partitions int) {
-	c := cluster.Start(b, 3, func(_ int, o *gridkv.GridKVOptions) { o.Partitions = partitions })
-	c.WaitReady(b, 60*time.Second)
-	cluster.WaitFor(b, 60*time.Second, "full replication", func() bool {
-		for _, p := range c.Node(0).KV.Status().Partitions {
-			if p.Leader == "" || len(p.Replicas) != 3 {
-				return false
-			}
-		}
-		return true
-	})
+	c := cluster.Start(b, 3, cluster.Options{Partitions: partitions, Wait: cluster.WaitFormed})
 	nodes := c.Live()
 	batching := func() (entries, commands uint64) {
 		for _, n := range nodes {
@@ -70,9 +60,7 @@ func benchmarkCluster3Set(b *testing.B, partitions int) {
 
 // BenchmarkSingleNodeStaleGet measures the stale read path of one node.
 func BenchmarkSingleNodeStaleGet(b *testing.B) {
-	c := cluster.Start(b, 1, nil)
-	c.WaitReady(b, 30*time.Second)
-	kv := c.Node(0).KV
+	kv := cluster.Start(b, 1, cluster.Options{}).Node(0).KV
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
 		if err := kv.Set(ctx, fmt.Sprintf("key-%d", i), make([]byte, 64)); err != nil {

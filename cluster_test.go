@@ -12,121 +12,16 @@ import (
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/raftgroup"
-	"github.com/feellmoose/gridkv/ring"
 )
 
+// partitions is the partition count of every cluster these tests start with the harness's
+// default.
 const partitions = cluster.DefaultPartitions
 
-// startCluster starts n nodes and waits until every one of them sees n alive members and
-// every partition with a leader and min(n, 3) replicas.
-func startCluster(t *testing.T, n int) *cluster.Cluster {
-	t.Helper()
-	c := cluster.Start(t, n, nil)
-	c.WaitReady(t, 60*time.Second)
-	c.WaitFor(t, 60*time.Second, fmt.Sprintf("%d nodes agree on members, replicas and leaders", n), func() bool {
-		return formed(c, n, min(n, 3))
-	})
-	return c
-}
-
-// formed reports whether every live node sees members alive nodes and every partition with a
-// leader and replicas replicas.
-func formed(c *cluster.Cluster, members, replicas int) bool {
-	for _, n := range c.Live() {
-		st := n.KV.Status()
-		alive := 0
-		for _, m := range st.Members {
-			if m.State == "alive" {
-				alive++
-			}
-		}
-		if alive != members || len(st.Partitions) != partitions {
-			return false
-		}
-		for _, p := range st.Partitions {
-			if p.Leader == "" || len(p.Replicas) != replicas {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// authoritative returns, per partition, the Status entry of the node that reports itself as the
-// partition's leader (its Replicas come from that leader's own Raft configuration), and false if
-// some partition has no such node.
-func authoritative(c *cluster.Cluster) ([]gridkv.PartitionStatus, bool) {
-	out := make([]gridkv.PartitionStatus, partitions)
-	found := make([]bool, partitions)
-	for _, n := range c.Live() {
-		for _, p := range n.KV.Status().Partitions {
-			if p.Leader == n.ID && p.ID < partitions {
-				out[p.ID], found[p.ID] = p, true
-			}
-		}
-	}
-	return out, !slices.Contains(found, false)
-}
-
-// leaderCounts returns how many partitions each live node leads, by the nodes' own reports.
-func leaderCounts(c *cluster.Cluster) map[string]int {
-	counts := make(map[string]int)
-	for _, n := range c.Live() {
-		counts[n.ID] = 0
-		for _, p := range n.KV.Status().Partitions {
-			if p.Leader == n.ID {
-				counts[n.ID]++
-			}
-		}
-	}
-	return counts
-}
-
-// balanced reports whether every partition has a leader that knows itself as such, every live
-// node leads at least one partition and none more than ceil(partitions/nodes)+2.
-func balanced(c *cluster.Cluster) bool {
-	if _, ok := authoritative(c); !ok {
-		return false
-	}
-	counts := leaderCounts(c)
-	limit := (partitions+len(counts)-1)/len(counts) + 2
-	for _, n := range counts {
-		if n < 1 || n > limit {
-			return false
-		}
-	}
-	return true
-}
-
-// settle waits until the cluster is formed and its leaders are balanced. Status lists every
-// server of a group's Raft configuration as a replica, non-voters still catching up included,
-// so "3 replicas" alone does not mean a partition survives losing a node; a balanced leadership
-// means the convergence loop has moved on from adding replicas to transferring leaders.
-func settle(t *testing.T, c *cluster.Cluster) {
-	t.Helper()
-	n := len(c.Live())
-	c.WaitFor(t, 60*time.Second, "cluster formed with balanced leaders", func() bool {
-		return formed(c, n, min(n, 3)) && balanced(c)
-	})
-}
-
-// keyInPartition returns a key that ring.PartitionOf maps to p.
-func keyInPartition(prefix string, p int) string {
-	for i := 0; ; i++ {
-		k := fmt.Sprintf("%s-%d", prefix, i)
-		if ring.PartitionOf(k, partitions) == p {
-			return k
-		}
-	}
-}
-
 func TestClusterFormation(t *testing.T) {
-	c := cluster.Start(t, 3, nil)
 	start := time.Now()
-	c.WaitFor(t, 60*time.Second, "3 alive members and 3 replicas with a leader per partition on every node", func() bool {
-		return formed(c, 3, 3)
-	})
-	t.Logf("formed in %v", time.Since(start).Round(time.Millisecond))
+	c := cluster.Start(t, 3, cluster.Options{Wait: cluster.WaitFormed})
+	t.Logf("started and formed in %v", time.Since(start).Round(time.Millisecond))
 
 	// Every node names the same three nodes as replicas, and the leader is one of them.
 	ids := []string{c.Node(0).ID, c.Node(1).ID, c.Node(2).ID}
@@ -144,7 +39,7 @@ func TestClusterFormation(t *testing.T) {
 }
 
 func TestReplicationAcrossNodes(t *testing.T) {
-	c := startCluster(t, 3)
+	c := cluster.Start(t, 3, cluster.Options{Wait: cluster.WaitFormed})
 	ctx := testContext(t, 60*time.Second)
 	nodes := c.Live()
 
@@ -158,23 +53,16 @@ func TestReplicationAcrossNodes(t *testing.T) {
 			}
 		}
 		// Stale reads on every node see the writes within 500 ms of the last acknowledgement.
-		acked := time.Now()
+		visible := time.Now().Add(500 * time.Millisecond)
 		for _, r := range nodes {
 			pending := slices.Clone(keys)
-			for len(pending) > 0 {
+			cluster.WaitFor(t, time.Until(visible), fmt.Sprintf("stale reads on %s to see the %d writes made through %s within 500ms of their acknowledgement", r.ID, perNode, w.ID), func() bool {
 				pending = slices.DeleteFunc(pending, func(k string) bool {
 					v, err := r.KV.Get(ctx, k, gridkv.WithConsistency(gridkv.Stale))
 					return err == nil && string(v) == "from-"+w.ID+"-"+k
 				})
-				if len(pending) == 0 {
-					break
-				}
-				if time.Since(acked) > 500*time.Millisecond {
-					t.Fatalf("stale reads on %s still miss %d writes made through %s 500ms after they were acknowledged, e.g. %s",
-						r.ID, len(pending), w.ID, pending[0])
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return len(pending) == 0
+			})
 		}
 	}
 	// Linearizable reads through every other node return every write at once.
@@ -216,25 +104,25 @@ func TestReplicationAcrossNodes(t *testing.T) {
 }
 
 func TestLeaderBalance(t *testing.T) {
-	c := startCluster(t, 3)
+	c := cluster.Start(t, 3, cluster.Options{Wait: cluster.WaitFormed})
 	limit := (partitions+2)/3 + 2
 	start := time.Now()
-	c.WaitFor(t, 60*time.Second, fmt.Sprintf("no node leads more than %d of %d partitions", limit, partitions), func() bool {
-		if _, ok := authoritative(c); !ok {
+	cluster.WaitFor(t, 60*time.Second, fmt.Sprintf("no node leads more than %d of %d partitions", limit, partitions), func() bool {
+		if _, ok := c.Leaders(); !ok {
 			return false
 		}
-		for _, n := range leaderCounts(c) {
+		for _, n := range c.LeaderCounts() {
 			if n > limit {
 				return false
 			}
 		}
 		return true
 	})
-	t.Logf("leaders balanced after %v: %v", time.Since(start).Round(time.Millisecond), leaderCounts(c))
+	t.Logf("leaders balanced after %v: %v", time.Since(start).Round(time.Millisecond), c.LeaderCounts())
 }
 
 func TestFourthNodeJoins(t *testing.T) {
-	c := startCluster(t, 3)
+	c := cluster.Start(t, 3, cluster.Options{Wait: cluster.WaitFormed})
 	ctx := testContext(t, 120*time.Second)
 
 	written := make(map[string]string)
@@ -249,11 +137,11 @@ func TestFourthNodeJoins(t *testing.T) {
 	fourth := c.Add(t)
 	start := time.Now()
 	var perNode map[string]int
-	c.WaitFor(t, 60*time.Second, "replicas spread within 1.5x over 4 nodes", func() bool {
-		if !formed(c, 4, 3) {
+	cluster.WaitFor(t, 60*time.Second, "replicas spread within 1.5x over 4 nodes", func() bool {
+		if !c.Formed() {
 			return false
 		}
-		parts, ok := authoritative(c)
+		parts, ok := c.Leaders()
 		if !ok {
 			return false
 		}
@@ -278,8 +166,8 @@ func TestFourthNodeJoins(t *testing.T) {
 	t.Logf("placement settled %v after the join: replicas per node %v", time.Since(start).Round(time.Millisecond), perNode)
 	// Replicas moved away are dropped once the group has removed them for good: every node
 	// ends up hosting exactly the partitions whose configurations list it.
-	c.WaitFor(t, 60*time.Second, "nodes to host only the replicas the groups count", func() bool {
-		parts, ok := authoritative(c)
+	cluster.WaitFor(t, 60*time.Second, "nodes to host only the replicas the groups count", func() bool {
+		parts, ok := c.Leaders()
 		if !ok {
 			return false
 		}
@@ -309,7 +197,7 @@ func TestFourthNodeJoins(t *testing.T) {
 	}
 	// The new node also serves writes and its own replicas hold what it was given.
 	for p := 0; p < partitions; p++ {
-		k := keyInPartition("late", p)
+		k := c.KeyIn("late", p)
 		if err := fourth.KV.Set(ctx, k, []byte("late")); err != nil {
 			t.Fatalf("Set %s through the new node: %v", k, err)
 		}
@@ -320,15 +208,14 @@ func TestFourthNodeJoins(t *testing.T) {
 }
 
 func TestFailover(t *testing.T) {
-	c := startCluster(t, 3)
-	settle(t, c)
+	c := cluster.Start(t, 3, cluster.Options{Wait: cluster.WaitBalanced})
 	ctx := testContext(t, 180*time.Second)
 
 	acked := make(map[string]string) // every acknowledged write
 	var ackedMu sync.Mutex
 	keys := make([]string, partitions)
 	for p := range keys {
-		keys[p] = keyInPartition("fo", p)
+		keys[p] = c.KeyIn("fo", p)
 		v := "before-" + keys[p]
 		if err := c.Node(p%3).KV.Set(ctx, keys[p], []byte(v)); err != nil {
 			t.Fatalf("Set %s: %v", keys[p], err)
@@ -336,14 +223,9 @@ func TestFailover(t *testing.T) {
 		acked[keys[p]] = v
 	}
 
-	counts := leaderCounts(c)
-	victim := c.Node(0).ID
-	for id, n := range counts {
-		if n > counts[victim] {
-			victim = id
-		}
-	}
-	vi := c.Index(victim)
+	counts := c.LeaderCounts()
+	vi := c.MostLeader()
+	victim := c.Node(vi).ID
 	t.Logf("closing %s, which leads %d partitions (leaders per node %v)", victim, counts[victim], counts)
 	closed := time.Now()
 	c.Stop(vi)
@@ -407,7 +289,7 @@ func TestFailover(t *testing.T) {
 	}
 
 	// The closed node leaves every group's configuration.
-	c.WaitFor(t, 90*time.Second, victim+" removed from every partition's replicas", func() bool {
+	cluster.WaitFor(t, 90*time.Second, victim+" removed from every partition's replicas", func() bool {
 		for _, n := range survivors {
 			for _, p := range n.KV.Status().Partitions {
 				if p.Leader == "" || p.Leader == victim || slices.Contains(p.Replicas, victim) {

@@ -26,14 +26,14 @@ import (
 )
 
 // The scenarios below inject real faults (cut, slow and lossy links, crashes, restarts,
-// membership changes) into a cluster under load. Every scenario:
-//   - runs lincheck clients on every live node and one stale reader per node;
-//   - checks the clients' history with porcupine, per key;
-//   - heals, requires a write to every partition to succeed, and requires every replica of
-//     every partition to hold the same data once their applied indexes match;
-//   - checks the stale reads: each returns a value some client wrote (or nothing before any
-//     write) and never a version older than one the same reader already saw from the same
-//     replica of the same node.
+// membership changes) into a cluster under load. Every scenario runs lincheck clients on every
+// live node and one stale reader per node (startLoad). When it ends:
+//   - the load checks the stale reads: each returns a value some client wrote (or nothing
+//     before any write) and never a version older than one the same reader already saw from
+//     the same replica of the same node;
+//   - the harness checks the clients' history with porcupine, per key, then heals, requires a
+//     write to every partition to succeed, and requires every replica of every partition to
+//     hold the same data once their applied indexes match.
 
 var soakFlag = flag.Duration("soak", 0, "run TestFaultSoak for this long (also GRIDKV_SOAK); 0: a short CI run")
 
@@ -42,32 +42,6 @@ const (
 	faultOpTime    = 3 * time.Second
 	clientsPerNode = 3
 )
-
-// faultTimings is the harness's LocalTimings with a short DeadGrace, so that crashed nodes
-// are replaced within a scenario, and Raft timeouts twice as long: up to five race-enabled
-// nodes share two cores here, and with LocalTimings' 250 ms leader lease, scheduling stalls
-// alone depose leaders over and over.
-func faultTimings(o *gridkv.GridKVOptions) {
-	o.Timings.DeadGrace = time.Second
-	o.Timings.Raft.HeartbeatTimeout = time.Second
-	o.Timings.Raft.ElectionTimeout = time.Second
-	o.Timings.Raft.LeaderLeaseTimeout = 500 * time.Millisecond
-}
-
-// startFaultCluster starts n nodes with faultTimings (then mutate) and waits until they agree
-// on members, replicas and balanced leaders.
-func startFaultCluster(t *testing.T, n int, mutate func(i int, o *gridkv.GridKVOptions)) *cluster.Cluster {
-	t.Helper()
-	c := cluster.Start(t, n, func(i int, o *gridkv.GridKVOptions) {
-		faultTimings(o)
-		if mutate != nil {
-			mutate(i, o)
-		}
-	})
-	c.WaitReady(t, 60*time.Second)
-	settle(t, c)
-	return c
-}
 
 // load drives lincheck clients and stale readers against the nodes attached to it, until
 // finish. Safe for concurrent use.
@@ -82,11 +56,20 @@ type load struct {
 	stops map[*gridkv.GridKV]*atomic.Bool // per attached node: its clients stop when set
 }
 
-func startLoad(c *cluster.Cluster) *load {
-	l := &load{h: lincheck.NewHistory(), stops: make(map[*gridkv.GridKV]*atomic.Bool)}
+// startLoad attaches a load to every live node of c. Its history is the harness's to check;
+// a cleanup registered here (so it runs before the harness's checks) stops the clients and
+// checks the stale reads.
+func startLoad(t *testing.T, c *cluster.Cluster) *load {
+	l := &load{h: c.NewHistory(), stops: make(map[*gridkv.GridKV]*atomic.Bool)}
 	for _, n := range c.Live() {
 		l.attach(n)
 	}
+	t.Cleanup(func() {
+		l.finish()
+		if !t.Failed() {
+			l.check(t)
+		}
+	})
 	return l
 }
 
@@ -123,13 +106,14 @@ func (l *load) detach(n *cluster.Node) {
 	l.mu.Unlock()
 }
 
-// finish stops every client and waits for them.
+// finish stops every client and waits for them. It may be called more than once.
 func (l *load) finish() {
 	l.done.Store(true)
 	l.wg.Wait()
 }
 
-// check verifies the history with porcupine and the stale reads against it.
+// check verifies the stale reads against the history (porcupine's verdict on it is the
+// harness's).
 func (l *load) check(t *testing.T) {
 	t.Helper()
 	ops := l.h.Ops()
@@ -140,7 +124,6 @@ func (l *load) check(t *testing.T) {
 		t.Errorf("only %d operations: too few for the check to mean anything", len(ops))
 	}
 	l.stale.check(t, ops)
-	lincheck.Check(t, ops, 120*time.Second)
 }
 
 // staleLog records what stale readers saw and the violations they noticed while reading.
@@ -269,168 +252,35 @@ func (s *staleLog) check(t *testing.T, ops []porcupine.Operation) {
 	}
 }
 
-// finalChecks heals the network and requires a write to every partition to succeed within
-// 30 s, then every replica of every partition to agree.
-func finalChecks(t *testing.T, c *cluster.Cluster) {
-	t.Helper()
-	c.Heal()
-	start := time.Now()
-	live := c.Live()
-	var wg sync.WaitGroup
-	errs := make([]error, partitions)
-	for p := 0; p < partitions; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := keyInPartition("final", p)
-			deadline := time.Now().Add(30 * time.Second)
-			for attempt := 0; ; attempt++ {
-				node := live[(p+attempt)%len(live)]
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				err := node.KV.Set(ctx, key, []byte(fmt.Sprintf("final-%d", attempt)))
-				cancel()
-				if err == nil {
-					return
-				}
-				if time.Now().After(deadline) {
-					errs[p] = fmt.Errorf("partition %d, last through %s: %w", p, node.ID, err)
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("after healing, no write succeeded within 30s:\n%v\n%s", err, c.Describe())
-	}
-	t.Logf("every partition writable %v after healing", time.Since(start).Round(time.Millisecond))
-	awaitReplicasAgree(t, c, 60*time.Second)
-	t.Logf("every replica agrees %v after healing", time.Since(start).Round(time.Millisecond))
-}
-
-// awaitReplicasAgree waits until, for every partition, exactly one live node leads it, its
-// configuration has min(live, 3) voters, every voter is a live replica, and all of them have
-// applied the same index and hold the same data.
-func awaitReplicasAgree(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	var why string
-	c.WaitFor(t, timeout, "every replica of every partition agrees", func() bool {
-		why = replicasDisagree(c)
-		return why == ""
-	})
-	_ = why
-}
-
-// replicasDisagree returns why the replicas do not agree yet, or "".
-func replicasDisagree(c *cluster.Cluster) string {
-	live := c.Live()
-	byServer := make(map[string]gridkv.ReplicaDigest)
-	leaders := make(map[int][]gridkv.ReplicaDigest)
-	for _, n := range live {
-		for _, d := range gridkv.ReplicaDigests(n.KV) {
-			byServer[fmt.Sprint(d.Partition, "@", d.ServerID)] = d
-			if d.Leader {
-				leaders[d.Partition] = append(leaders[d.Partition], d)
-			}
-		}
-	}
-	for p := 0; p < partitions; p++ {
-		if len(leaders[p]) != 1 {
-			return fmt.Sprintf("partition %d has %d leaders", p, len(leaders[p]))
-		}
-		ld := leaders[p][0]
-		if len(ld.Voters) != min(len(live), 3) {
-			return fmt.Sprintf("partition %d has voters %v", p, ld.Voters)
-		}
-		for _, v := range ld.Voters {
-			d, ok := byServer[fmt.Sprint(p, "@", v)]
-			if !ok {
-				return fmt.Sprintf("partition %d: voter %s is not a live replica", p, v)
-			}
-			if d.Applied != ld.Applied {
-				return fmt.Sprintf("partition %d: %s applied %d, leader %d", p, v, d.Applied, ld.Applied)
-			}
-			if d.Sum != ld.Sum || d.Keys != ld.Keys {
-				return fmt.Sprintf("partition %d: %s holds %d keys (sum %x) at index %d, leader %s %d keys (sum %x)",
-					p, v, d.Keys, d.Sum, d.Applied, ld.ServerID, ld.Keys, ld.Sum)
-			}
-		}
-	}
-	return ""
-}
-
-// mostLeader returns the index of the live node leading the most partitions.
-func mostLeader(c *cluster.Cluster) int {
-	counts := leaderCounts(c)
-	best := ""
-	for _, n := range c.Live() {
-		if best == "" || counts[n.ID] > counts[best] {
-			best = n.ID
-		}
-	}
-	return c.Index(best)
-}
-
-// othersLead waits until every partition has a leader, by its own report, among the given
-// node indexes.
-func othersLead(t *testing.T, c *cluster.Cluster, among []int, timeout time.Duration) {
-	t.Helper()
-	c.WaitFor(t, timeout, fmt.Sprintf("every partition led from nodes %v", among), func() bool {
-		led := make([]bool, partitions)
-		for _, i := range among {
-			n := c.Node(i)
-			for _, p := range n.KV.Status().Partitions {
-				if p.Leader == n.ID {
-					led[p.ID] = true
-				}
-			}
-		}
-		return !slices.Contains(led, false)
-	})
-}
-
-func others(c *cluster.Cluster, i int) []int {
-	var out []int
-	for _, n := range c.Live() {
-		if j := c.Index(n.ID); j != i {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
 // sleepUntil sleeps until t.
 func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
 
 // 1. The leader of many partitions is cut off from the majority, both ways. Its own clients
 // keep calling it: its reads must fail or be linearizable. The majority elects new leaders.
 func TestFaultLeaderPartitioned(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	victim := mostLeader(c)
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	victim := c.MostLeader()
+	l := startLoad(t, c)
 	start := time.Now()
 	sleepUntil(start.Add(1500 * time.Millisecond))
-	majority := others(c, victim)
-	t.Logf("partitioning %s (leads %d) from %v", c.Node(victim).ID, leaderCounts(c)[c.Node(victim).ID], majority)
+	majority := c.LiveExcept(victim)
+	t.Logf("partitioning %s (leads %d) from %v", c.Node(victim).ID, c.LeaderCounts()[c.Node(victim).ID], majority)
 	c.Partition([]int{victim}, majority)
 	cut := time.Now()
-	othersLead(t, c, majority, 20*time.Second)
+	cluster.WaitFor(t, 20*time.Second, fmt.Sprintf("every partition led from nodes %v", majority), func() bool { return c.LedBy(majority) })
 	t.Logf("the majority leads every partition %v after the cut", time.Since(cut).Round(time.Millisecond))
 	sleepUntil(start.Add(6 * time.Second))
 	c.Heal()
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 2. The leader of many partitions is paused: cut off both ways for longer than the election
 // timeout, then let back in as if nothing happened.
 func TestFaultLeaderPaused(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	victim := mostLeader(c)
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	victim := c.MostLeader()
+	l := startLoad(t, c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
 		sleepUntil(start.Add(time.Duration(1+3*round) * time.Second))
@@ -438,12 +288,10 @@ func TestFaultLeaderPaused(t *testing.T) {
 		time.Sleep(4 * gridkv.LocalTimings().Raft.ElectionTimeout)
 		c.Heal()
 		t.Logf("paused %s for %v", c.Node(victim).ID, 4*gridkv.LocalTimings().Raft.ElectionTimeout)
-		victim = mostLeader(c)
+		victim = c.MostLeader()
 	}
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // crashAndRestart crashes node i, waits until the others see it dead if awaitDead, then starts
@@ -456,7 +304,7 @@ func crashAndRestart(t *testing.T, c *cluster.Cluster, l *load, i int, awaitDead
 	c.Crash(i)
 	t.Logf("crashed %s (Close took %v)", old.ID, time.Since(crashed).Round(time.Millisecond))
 	if awaitDead {
-		c.WaitFor(t, 20*time.Second, old.ID+" seen dead", func() bool {
+		cluster.WaitFor(t, 20*time.Second, old.ID+" seen dead", func() bool {
 			for _, n := range c.Live() {
 				for _, m := range n.KV.Status().Members {
 					if m.ID == old.ID && m.State == "alive" {
@@ -473,87 +321,29 @@ func crashAndRestart(t *testing.T, c *cluster.Cluster, l *load, i int, awaitDead
 	return n
 }
 
-// awaitFormed waits until the live nodes agree on members and every partition has a leader
-// and min(live, 3) voters.
-func awaitFormed(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	n := len(c.Live())
-	c.WaitFor(t, timeout, fmt.Sprintf("%d nodes formed", n), func() bool { return formed(c, n, min(n, 3)) })
-}
-
-// awaitIdentities waits until every partition's voters, as its leader reports them, are the
-// current server IDs of live nodes: a replaced identity is gone everywhere.
-func awaitIdentities(t *testing.T, c *cluster.Cluster, timeout time.Duration) {
-	t.Helper()
-	var last string
-	c.WaitFor(t, timeout, "every partition's voters are live identities", func() bool {
-		why := identitiesMismatch(c)
-		if why != last && why != "" {
-			t.Logf("awaiting identities: %s", why)
-		}
-		last = why
-		return why == ""
-	})
-}
-
-// identitiesMismatch says why the partitions' leaders and voters are not yet the live nodes'
-// identities, or returns "".
-func identitiesMismatch(c *cluster.Cluster) string {
-	current := make(map[string]bool)
-	for _, n := range c.Live() {
-		current[gridkv.LocalServerID(n.KV)] = true
-	}
-	want := min(len(current), 3)
-	leaders := make(map[int][]string)
-	for _, n := range c.Live() {
-		for _, d := range gridkv.ReplicaDigests(n.KV) {
-			if !d.Leader {
-				continue
-			}
-			leaders[d.Partition] = append(leaders[d.Partition], n.ID)
-			if len(d.Voters) != want {
-				return fmt.Sprintf("partition %d led by %s has voters %v, want %d", d.Partition, n.ID, d.Voters, want)
-			}
-			for _, v := range d.Voters {
-				if !current[v] {
-					return fmt.Sprintf("partition %d led by %s has voters %v; %s is not live", d.Partition, n.ID, d.Voters, v)
-				}
-			}
-		}
-	}
-	for p := range partitions {
-		if len(leaders[p]) != 1 {
-			return fmt.Sprintf("partition %d has leaders %v", p, leaders[p])
-		}
-	}
-	return ""
-}
-
 // 3. A random node crashes every few seconds and comes back empty, so the cluster keeps three
 // nodes; DeadGrace is short, so the dead identity is replaced.
 func TestFaultRandomCrashes(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
 		time.Sleep(1500 * time.Millisecond)
 		i := rng.IntN(3)
 		crashAndRestart(t, c, l, i, round%2 == 0)
-		awaitIdentities(t, c, 60*time.Second)
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 		t.Logf("round %d: converged %v into the run", round, time.Since(start).Round(time.Millisecond))
 	}
 	time.Sleep(time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 4. A node restarts at once with empty state, before the others notice it died: it comes
 // back under a new identity, is added and refilled, and its old identity is removed.
 func TestFaultRestartEmpty(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	l := startLoad(t, c)
 	time.Sleep(2 * time.Second)
 	oldID := gridkv.LocalServerID(c.Node(1).KV)
 	n := crashAndRestart(t, c, l, 1, false)
@@ -562,12 +352,13 @@ func TestFaultRestartEmpty(t *testing.T) {
 		t.Fatalf("restarted node kept its server ID %s", oldID)
 	}
 	restarted := time.Now()
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s replaced by %s in every partition %v after the restart", oldID, newID, time.Since(restarted).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
-	// The new identity holds a replica of every partition (three nodes, three replicas).
+	// The new identity holds a replica of every partition (three nodes, three replicas), as
+	// the digests of replicas that stopped applying show.
+	cluster.WaitFor(t, 60*time.Second, "every replica of every partition agrees", c.ReplicasAgree)
 	hosted := 0
 	for _, d := range gridkv.ReplicaDigests(n.KV) {
 		if d.ServerID == newID {
@@ -577,19 +368,18 @@ func TestFaultRestartEmpty(t *testing.T) {
 	if hosted != partitions {
 		t.Errorf("%s hosts %d partitions after the restart, want %d", newID, hosted, partitions)
 	}
-	l.check(t)
 }
 
 // 5. A node joins and another leaves gracefully, both under load.
 func TestFaultJoinAndRemove(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	l := startLoad(t, c)
 	time.Sleep(1500 * time.Millisecond)
 	joined := time.Now()
 	n := c.Add(t)
 	l.attach(n)
-	awaitFormed(t, c, 60*time.Second)
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s joined and placement settled in %v", n.ID, time.Since(joined).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	leaving := c.Node(1)
@@ -597,20 +387,18 @@ func TestFaultJoinAndRemove(t *testing.T) {
 	removed := time.Now()
 	c.Stop(1)
 	t.Logf("%s closed in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
-	awaitFormed(t, c, 60*time.Second)
-	awaitIdentities(t, c, 60*time.Second)
+	cluster.WaitFor(t, 60*time.Second, "the live nodes formed", c.Formed)
+	cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 	t.Logf("%s removed and placement settled in %v", leaving.ID, time.Since(removed).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 6. Leadership of random partitions moves every ~300 ms.
 func TestFaultLeadershipTransfers(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
-	l := startLoad(c)
+	l := startLoad(t, c)
 	end := time.Now().Add(7 * time.Second)
 	moved, tried := 0, 0
 	for time.Now().Before(end) {
@@ -631,8 +419,6 @@ func TestFaultLeadershipTransfers(t *testing.T) {
 	if moved < tried/2 || moved == 0 {
 		t.Errorf("only %d of %d leadership transfers succeeded", moved, tried)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // snapshotCounter counts raft's "Installed remote snapshot" lines of one node.
@@ -653,19 +439,20 @@ func (h snapshotCounter) WithGroup(string) slog.Handler      { return h }
 func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 	const victim = 2
 	installs := new(atomic.Int64)
-	c := startFaultCluster(t, 3, func(i int, o *gridkv.GridKVOptions) {
-		o.Timings.Raft.SnapshotThreshold = 64
-		o.Timings.Raft.TrailingLogs = 16
-		o.Timings.Raft.SnapshotInterval = 200 * time.Millisecond
-		if i == victim {
-			o.Logger = slog.New(snapshotCounter{installs})
-		}
-	})
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced,
+		Mutate: func(i int, o *gridkv.GridKVOptions) {
+			o.Timings.Raft.SnapshotThreshold = 64
+			o.Timings.Raft.TrailingLogs = 16
+			o.Timings.Raft.SnapshotInterval = 200 * time.Millisecond
+			if i == victim {
+				o.Logger = slog.New(snapshotCounter{installs})
+			}
+		}})
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Isolate(victim)
 	t.Logf("isolated %s", c.Node(victim).ID)
-	othersLead(t, c, others(c, victim), 20*time.Second)
+	cluster.WaitFor(t, 20*time.Second, "every partition led from the others", func() bool { return c.LedBy(c.LiveExcept(victim)) })
 
 	// Sequential writers: about one log entry per write, on every partition.
 	var bulk sync.WaitGroup
@@ -693,20 +480,19 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 	c.Heal()
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
+	cluster.WaitFor(t, 60*time.Second, c.Node(victim).ID+" caught up: every replica agrees", c.ReplicasAgree)
 	t.Logf("%s installed %d snapshots", c.Node(victim).ID, installs.Load())
 	if installs.Load() == 0 {
 		t.Errorf("%s caught up without installing a snapshot: the scenario did not test what it means to", c.Node(victim).ID)
 	}
-	l.check(t)
 }
 
 // 8. Slow links everywhere: delay and jitter on the multiplexed connections (dropping a mux
 // write would close the connection, too brutal for a lossy-link test), real loss on gossip
 // packets and delay on gossip streams.
 func TestFaultLossyLinks(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
-	l := startLoad(c)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Net.SetDefault(faultnet.Link{Delay: 2 * time.Millisecond, Jitter: 15 * time.Millisecond, Classes: []transport.Class{transport.ClassMux}})
 	c.Net.SetDefault(faultnet.Link{Drop: 0.1, Classes: []transport.Class{transport.ClassPacket}})
@@ -718,16 +504,14 @@ func TestFaultLossyLinks(t *testing.T) {
 	if mux.Delayed == 0 || pkt.Refused == 0 {
 		t.Errorf("the faults touched no traffic: mux %+v, packets %+v", mux, pkt)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 9. Gossip cut while Raft flows between two nodes, then the reverse: Raft and forwarded
 // requests cut while gossip flows.
 func TestFaultSplitPlanes(t *testing.T) {
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	a, b := c.Node(0).Addr, c.Node(1).Addr
-	l := startLoad(c)
+	l := startLoad(t, c)
 	time.Sleep(time.Second)
 	c.Net.Cut(a, b, transport.ClassPacket, transport.ClassGossip)
 	t.Logf("gossip cut between %s and %s, Raft up", c.Node(0).ID, c.Node(1).ID)
@@ -743,15 +527,13 @@ func TestFaultSplitPlanes(t *testing.T) {
 	if s := c.Net.Stats(transport.ClassMux); s.Refused == 0 {
 		t.Errorf("the mux cut refused nothing: %+v", s)
 	}
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // 10. Five nodes start while the network is split {0,1,2} | {3,4}; nodes 3 and 4 have seeds in
 // both halves. After healing, exactly one cluster must form: every node sees five alive
 // members and the same leader for every partition.
 func TestFaultSplitDiscovery(t *testing.T) {
-	c := cluster.Start(t, 0, func(i int, o *gridkv.GridKVOptions) { faultTimings(o) })
+	c := cluster.Start(t, 0, cluster.Options{Timings: cluster.FaultTimings})
 	addrs := make([]string, 5)
 	for i := range addrs {
 		var err error
@@ -766,7 +548,7 @@ func TestFaultSplitDiscovery(t *testing.T) {
 		}
 	}
 	c.WaitReady(t, 60*time.Second)
-	l := startLoad(c)
+	l := startLoad(t, c)
 	var wg sync.WaitGroup
 	errs := make([]error, 5)
 	for i := 3; i < 5; i++ {
@@ -790,8 +572,8 @@ func TestFaultSplitDiscovery(t *testing.T) {
 		l.attach(n)
 	}
 	live := len(c.Live())
-	c.WaitFor(t, 60*time.Second, "one cluster of every node with the same leaders", func() bool {
-		if !formed(c, live, 3) {
+	cluster.WaitFor(t, 60*time.Second, "one cluster of every node with the same leaders", func() bool {
+		if !c.Formed() {
 			return false
 		}
 		var want []string
@@ -814,8 +596,6 @@ func TestFaultSplitDiscovery(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	l.finish()
-	finalChecks(t, c)
-	l.check(t)
 }
 
 // soakDuration is how long TestFaultSoak runs: -soak, else GRIDKV_SOAK, else 10 s.
@@ -852,24 +632,24 @@ func sampleUsage() usage {
 // -soak=5m runs it for minutes.
 func TestFaultSoak(t *testing.T) {
 	duration := soakDuration(t)
-	c := startFaultCluster(t, 3, nil)
+	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 11))
 	t.Logf("soak for %v, fault choice seed %d", duration, seed)
 	base := sampleUsage()
-	l := startLoad(c)
+	l := startLoad(t, c)
 	start := time.Now()
 	var samples []usage
 	for round := 0; time.Since(start) < duration; round++ {
 		live := c.Live()
 		i := c.Index(live[rng.IntN(len(live))].ID)
-		j := others(c, i)[rng.IntN(len(live)-1)]
+		j := c.LiveExcept(i)[rng.IntN(len(live)-1)]
 		hold := time.Second + time.Duration(rng.IntN(2000))*time.Millisecond
 		var what string
 		switch rng.IntN(7) {
 		case 0:
 			what = "partition " + c.Node(i).ID + " from the rest"
-			c.Partition([]int{i}, others(c, i))
+			c.Partition([]int{i}, c.LiveExcept(i))
 			time.Sleep(hold)
 		case 1:
 			what = "pause " + c.Node(i).ID
@@ -904,14 +684,13 @@ func TestFaultSoak(t *testing.T) {
 			time.Sleep(hold)
 		}
 		c.Heal()
-		awaitIdentities(t, c, 60*time.Second)
+		cluster.WaitFor(t, 60*time.Second, "every partition's voters are live identities", c.IdentitiesLive)
 		u := sampleUsage()
 		samples = append(samples, u)
 		t.Logf("round %d at %v: %s; %d goroutines, heap %d KiB, %d operations so far",
 			round, time.Since(start).Round(time.Second), what, u.goroutines, u.heap>>10, len(l.h.Ops()))
 	}
 	l.finish()
-	finalChecks(t, c)
 	end := sampleUsage()
 	t.Logf("usage: before load %d goroutines, heap %d KiB; after %d goroutines, heap %d KiB",
 		base.goroutines, base.heap>>10, end.goroutines, end.heap>>10)
@@ -928,5 +707,4 @@ func TestFaultSoak(t *testing.T) {
 	if end.heap > 8*base.heap+256<<20 {
 		t.Errorf("heap grew from %d KiB to %d KiB over the soak", base.heap>>10, end.heap>>10)
 	}
-	l.check(t)
 }

@@ -26,9 +26,7 @@ func FuzzSetGet(f *testing.F) {
 	f.Add("", []byte("v"), false, true)
 	f.Add(strings.Repeat("x", gridkv.MaxKeySize), []byte("edge"), false, false)
 
-	c := cluster.Start(f, 1, nil)
-	c.WaitReady(f, 30*time.Second)
-	kv := c.Node(0).KV
+	kv := cluster.Start(f, 1, cluster.Options{}).Node(0).KV
 	f.Fuzz(func(t *testing.T, key string, value []byte, longKey, bigValue bool) {
 		if longKey {
 			key += strings.Repeat("k", gridkv.MaxKeySize+1-min(len(key), gridkv.MaxKeySize))

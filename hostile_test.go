@@ -40,16 +40,15 @@ const (
 // serve afterwards.
 func TestGarbageOnARunningNode(t *testing.T) {
 	const maxInbound = 24
-	c := cluster.Start(t, 3, func(i int, o *gridkv.GridKVOptions) {
+	c := cluster.Start(t, 3, cluster.Options{Mutate: func(i int, o *gridkv.GridKVOptions) {
 		if i == 2 {
 			o.Network = &transport.NetworkOptions{MaxInbound: maxInbound, ReadTimeout: time.Second}
 		}
-	})
-	c.WaitReady(t, 60*time.Second)
+	}})
 	nodes := c.Live()
-	c.WaitFor(t, 30*time.Second, "every node to see three alive members", func() bool {
+	cluster.WaitFor(t, 30*time.Second, "every node to see three alive members", func() bool {
 		for _, n := range nodes {
-			if alive(n.KV) != 3 {
+			if cluster.AliveMembers(n.KV) != 3 {
 				return false
 			}
 		}

@@ -40,8 +40,8 @@ func TestRealProcesses(t *testing.T) {
 	}
 	bin := buildProcnode(t)
 
-	// Registered before the in-process node's cleanup, so it runs after that node closed: the
-	// node hands its leaderships to the processes as it leaves.
+	// Stops the processes if the test fails before it stops them itself, after the in-process
+	// node closed (this cleanup is registered before the harness's, so it runs after them).
 	ps := &procs{}
 	t.Cleanup(ps.stopAll)
 	nodes := make([]*procNode, 3)
@@ -51,16 +51,15 @@ func TestRealProcesses(t *testing.T) {
 		seeds = append(seeds, nodes[i].addr)
 	}
 
-	c := cluster.Start(t, 1, func(_ int, o *gridkv.GridKVOptions) {
+	c := cluster.Start(t, 1, cluster.Options{Partitions: procPartitions, Mutate: func(_ int, o *gridkv.GridKVOptions) {
 		o.LocalNodeID = "local"
 		o.SeedAddrs = append([]string(nil), seeds...)
-		o.Partitions = procPartitions
-	})
-	c.WaitReady(t, 60*time.Second)
+	}})
 	kv := c.Node(0).KV
-	c.WaitFor(t, 30*time.Second, "four alive members", func() bool { return alive(kv) == 4 })
+	cluster.WaitFor(t, 30*time.Second, "four alive members", func() bool { return cluster.AliveMembers(kv) == 4 })
 
-	h := lincheck.NewHistory()
+	// The harness checks the history with porcupine when the test ends.
+	h := c.NewHistory()
 	const clients = 4
 	until := time.Now().Add(20 * time.Second)
 	var wg sync.WaitGroup
@@ -97,7 +96,6 @@ func TestRealProcesses(t *testing.T) {
 	if len(ops) < 100 {
 		t.Fatalf("only %d operations completed in 20 s", len(ops))
 	}
-	lincheck.Check(t, ops, 30*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -109,20 +107,15 @@ func TestRealProcesses(t *testing.T) {
 			t.Errorf("%s exited during the test: %s", p.id, p.stderr.String())
 		}
 	}
+	// The in-process node first: it hands its leaderships to the processes as it leaves. Then
+	// the processes, so that the goroutines watching them are gone when the harness checks
+	// for leaks.
+	c.Stop(0)
+	ps.stopAll()
 }
 
 func since(h *lincheck.History) time.Duration {
 	return time.Since(h.Start()).Round(100 * time.Millisecond)
-}
-
-func alive(kv *gridkv.GridKV) int {
-	n := 0
-	for _, m := range kv.Status().Members {
-		if m.State == "alive" {
-			n++
-		}
-	}
-	return n
 }
 
 // buildProcnode builds internal/procnode into a temporary directory, with -race when this

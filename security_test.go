@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -18,83 +17,32 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv"
-	"github.com/feellmoose/gridkv/internal/freeport"
-	"github.com/feellmoose/gridkv/internal/testlog"
+	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/transport"
 )
 
-// secLog keeps what a node logged, so a test can check that a refusal was logged.
-type secLog = testlog.Recorder
-
-// secFreeAddr returns a loopback address whose port is free for TCP and UDP right now.
-func secFreeAddr(t *testing.T) string {
-	t.Helper()
-	addr, err := freeport.Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-// secNodeOptions are the options of a small, quick test node.
-func secNodeOptions(id, addr string, seeds []string, log *secLog) *gridkv.GridKVOptions {
-	timings := gridkv.LocalTimings()
-	timings.JoinTimeout = 3 * time.Second
-	return &gridkv.GridKVOptions{
-		LocalNodeID:  id,
-		LocalAddress: addr,
-		SeedAddrs:    seeds,
-		Partitions:   4,
-		Timings:      &timings,
-		Logger:       slog.New(log),
-		Network:      &transport.NetworkOptions{ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second},
-	}
-}
-
-// secCluster starts len(ids) nodes, each shaped by opt, and waits until they serve.
-func secCluster(t *testing.T, n int, opt func(o *gridkv.GridKVOptions)) ([]*gridkv.GridKV, []string, []*secLog) {
-	t.Helper()
-	var nodes []*gridkv.GridKV
-	var addrs []string
-	var logs []*secLog
-	for i := range n {
-		addr := secFreeAddr(t)
-		var seeds []string
-		if i > 0 {
-			seeds = []string{addrs[0]}
-		}
-		log := &secLog{}
-		o := secNodeOptions(fmt.Sprintf("sec-%d", i), addr, seeds, log)
-		o.ReplicaCount = n
-		opt(o)
-		kv, err := gridkv.NewGridKV(o)
-		if err != nil {
-			t.Fatalf("node %d: NewGridKV: %v", i, err)
-		}
-		t.Cleanup(func() { _ = kv.Close() })
-		nodes, addrs, logs = append(nodes, kv), append(addrs, addr), append(logs, log)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for i, kv := range nodes {
-		if err := kv.WaitReady(ctx); err != nil {
-			t.Fatalf("node %d not ready: %v", i, err)
-		}
-	}
-	return nodes, addrs, logs
+// secure returns the Options of a small, quick cluster whose nodes record their logs: few
+// partitions, ReplicaCount replicas (0: the cluster's), short network timeouts, and a short
+// JoinTimeout so that a node the others refuse gives up quickly.
+func secure(replicas int) cluster.Options {
+	return cluster.Options{Partitions: 4, RecordLogs: true, Mutate: func(_ int, o *gridkv.GridKVOptions) {
+		o.ReplicaCount = replicas
+		o.Timings.JoinTimeout = 3 * time.Second
+		o.Network = &transport.NetworkOptions{ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+	}}
 }
 
 // secReadWrite writes through the first node and reads through the last.
-func secReadWrite(t *testing.T, nodes []*gridkv.GridKV) {
+func secReadWrite(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for i := range 8 {
 		key := fmt.Sprintf("k%d", i)
-		if err := nodes[0].Set(ctx, key, []byte("v"+key)); err != nil {
+		if err := c.Node(0).KV.Set(ctx, key, []byte("v"+key)); err != nil {
 			t.Fatalf("Set %s: %v", key, err)
 		}
-		got, err := nodes[len(nodes)-1].Get(ctx, key)
+		got, err := c.Live()[len(c.Live())-1].KV.Get(ctx, key)
 		if err != nil || string(got) != "v"+key {
 			t.Fatalf("Get %s = %q, %v", key, got, err)
 		}
@@ -102,28 +50,27 @@ func secReadWrite(t *testing.T, nodes []*gridkv.GridKV) {
 }
 
 func TestSecurityClusterKeyLength(t *testing.T) {
-	o := secNodeOptions("bad-key", secFreeAddr(t), nil, &secLog{})
+	o := secure(0)
 	o.ClusterKey = []byte("short")
-	_, err := gridkv.NewGridKV(o)
+	_, err := cluster.Start(t, 0, o).AddAt(t, "bad-key", "", nil)
 	if err == nil || !strings.Contains(err.Error(), "ClusterKey") || !strings.Contains(err.Error(), "5 bytes") {
 		t.Fatalf("NewGridKV with a 5-byte key: %v; want an error naming ClusterKey and its length", err)
 	}
 }
 
 func TestSecurityClusterKey(t *testing.T) {
-	key := bytes.Repeat([]byte("k"), 32)
-	nodes, addrs, logs := secCluster(t, 3, func(o *gridkv.GridKVOptions) { o.ClusterKey = key })
-	secReadWrite(t, nodes)
+	o := secure(3)
+	o.ClusterKey = bytes.Repeat([]byte("k"), 32)
+	c := cluster.Start(t, 3, o)
+	secReadWrite(t, c)
 
 	// A node with another key cannot join, and the seed it tried says so.
-	log := &secLog{}
-	o := secNodeOptions("intruder", secFreeAddr(t), []string{addrs[0]}, log)
+	o = secure(0)
 	o.ClusterKey = bytes.Repeat([]byte("x"), 32)
-	if kv, err := gridkv.NewGridKV(o); err == nil {
-		_ = kv.Close()
+	if _, err := cluster.Start(t, 0, o).AddAt(t, "intruder", "", []string{c.Node(0).Addr}); err == nil {
 		t.Fatal("a node with the wrong ClusterKey joined")
 	}
-	if !logs[0].Contains("failed authentication") {
+	if !c.Node(0).Log.Contains("failed authentication") {
 		t.Fatal("the seed did not log the refused connection")
 	}
 
@@ -134,7 +81,7 @@ func TestSecurityClusterKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err = tr.Call(ctx, addrs[1], 1, []byte{0})
+		_, err = tr.Call(ctx, c.Node(1).Addr, 1, []byte{0})
 		cancel()
 		_ = tr.Close()
 		if err == nil {
@@ -142,23 +89,25 @@ func TestSecurityClusterKey(t *testing.T) {
 		}
 	}
 	// The cluster is unharmed.
-	secReadWrite(t, nodes)
+	secReadWrite(t, c)
 }
 
 func TestSecurityWarnsWithoutKey(t *testing.T) {
-	log := &secLog{}
-	addr := secFreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	o := secNodeOptions("exposed", addr, nil, log)
+	o := secure(1)
 	o.Partitions = 1
-	o.ReplicaCount = 1
-	o.Network.BindAddr = net.JoinHostPort("0.0.0.0", port)
-	kv, err := gridkv.NewGridKV(o)
+	mutate := o.Mutate
+	o.Mutate = func(i int, o *gridkv.GridKVOptions) {
+		mutate(i, o)
+		_, port, _ := net.SplitHostPort(o.LocalAddress)
+		o.Network.BindAddr = net.JoinHostPort("0.0.0.0", port)
+	}
+	c := cluster.Start(t, 0, o)
+	node, err := c.AddAt(t, "exposed", "", nil)
 	if err != nil {
 		t.Skipf("cannot bind the wildcard address here: %v", err)
 	}
-	_ = kv.Close()
-	if !log.Contains("without a ClusterKey") {
+	c.Stop(0)
+	if !node.Log.Contains("without a ClusterKey") {
 		t.Fatal("no warning for a node exposed without a ClusterKey")
 	}
 }
@@ -235,23 +184,24 @@ func secTLSConfig(cert tls.Certificate, ca *x509.CertPool) *tls.Config {
 func TestSecurityTLS(t *testing.T) {
 	ca := newSecPKI(t, "gridkv test CA")
 	serial := int64(10)
-	nodes, addrs, logs := secCluster(t, 2, func(o *gridkv.GridKVOptions) {
+	o := secure(2)
+	o.TLS = func(id string) *tls.Config {
 		serial++
-		o.TLS = secTLSConfig(ca.issue(t, o.LocalNodeID, serial), ca.pool)
-	})
-	secReadWrite(t, nodes)
+		return secTLSConfig(ca.issue(t, id, serial), ca.pool)
+	}
+	c := cluster.Start(t, 2, o)
+	secReadWrite(t, c)
 
 	// A node whose certificate another CA signed cannot join, even though it trusts the
 	// cluster's CA.
 	rogueCA := newSecPKI(t, "rogue CA")
-	o := secNodeOptions("rogue", secFreeAddr(t), []string{addrs[0]}, &secLog{})
-	o.TLS = secTLSConfig(rogueCA.issue(t, "rogue", 99), ca.pool)
-	if kv, err := gridkv.NewGridKV(o); err == nil {
-		_ = kv.Close()
+	o = secure(0)
+	o.TLS = func(string) *tls.Config { return secTLSConfig(rogueCA.issue(t, "rogue", 99), ca.pool) }
+	if _, err := cluster.Start(t, 0, o).AddAt(t, "rogue", "", []string{c.Node(0).Addr}); err == nil {
 		t.Fatal("a node with a certificate from another CA joined")
 	}
-	if !logs[0].Contains("failed authentication") {
+	if !c.Node(0).Log.Contains("failed authentication") {
 		t.Fatal("the seed did not log the refused TLS connection")
 	}
-	secReadWrite(t, nodes)
+	secReadWrite(t, c)
 }

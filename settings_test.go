@@ -17,12 +17,12 @@ import (
 func TestJoinRefusesOtherClusterSettings(t *testing.T) {
 	const partitions = 4
 	joiner := func(o *gridkv.GridKVOptions) {}
-	c := cluster.Start(t, 1, func(i int, o *gridkv.GridKVOptions) {
+	c := cluster.Start(t, 1, cluster.Options{Mutate: func(i int, o *gridkv.GridKVOptions) {
 		o.Partitions = partitions
 		if i > 0 {
 			joiner(o)
 		}
-	})
+	}})
 	c.WaitReady(t, 30*time.Second)
 	first := c.Node(0)
 	ctx := testContext(t, 60*time.Second)
@@ -69,7 +69,7 @@ func TestJoinRefusesOtherClusterSettings(t *testing.T) {
 // Raft timing relations are checked on every node in NewGridKV, a joining one included, with
 // the fields named; raft itself would only refuse them when a replica starts.
 func TestJoiningNodeTimingsAreValidated(t *testing.T) {
-	c := cluster.Start(t, 1, nil)
+	c := cluster.Start(t, 1, cluster.Options{})
 	c.WaitReady(t, 30*time.Second)
 	timings := gridkv.LocalTimings()
 	timings.Raft = raftgroup.DefaultTuning()

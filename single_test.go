@@ -9,26 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/store"
 )
-
-// startSingle starts one node with default options except LocalTimings (and any change mutate
-// makes) and waits until it is ready.
-func startSingle(t *testing.T, mutate func(o *gridkv.GridKVOptions)) *gridkv.GridKV {
-	t.Helper()
-	c := cluster.Start(t, 1, func(_ int, o *gridkv.GridKVOptions) {
-		o.Partitions = 0 // the default
-		if mutate != nil {
-			mutate(o)
-		}
-	})
-	c.WaitReady(t, 30*time.Second)
-	return c.Node(0).KV
-}
 
 func testContext(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
@@ -38,7 +22,7 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestSingleSetGetDelete(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	if _, err := kv.Get(ctx, "missing"); !errors.Is(err, gridkv.ErrKeyNotFound) {
@@ -85,7 +69,7 @@ func TestSingleSetGetDelete(t *testing.T) {
 }
 
 func TestSingleVersionsIncrease(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	var last uint64
@@ -119,7 +103,7 @@ func TestSingleVersionsIncrease(t *testing.T) {
 }
 
 func TestSingleCompareAndSwap(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	// Version 0 succeeds only while the key is absent.
@@ -192,7 +176,7 @@ func TestSingleCompareAndSwap(t *testing.T) {
 }
 
 func TestSingleInvalidInput(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	longKey := strings.Repeat("k", gridkv.MaxKeySize+1)
@@ -236,7 +220,7 @@ func TestSingleInvalidInput(t *testing.T) {
 }
 
 func TestSingleValuesAreCopied(t *testing.T) {
-	kv := startSingle(t, nil)
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0).KV
 	ctx := testContext(t, 30*time.Second)
 
 	in := []byte("original")
@@ -282,24 +266,12 @@ func TestSingleValuesAreCopied(t *testing.T) {
 	}
 }
 
+// TestSingleClose closes a node by hand. That everything it started is gone after Close is
+// the harness's goroutine leak check, which runs when the test ends.
 func TestSingleClose(t *testing.T) {
-	// Goroutines of tests that ran before are not this test's business (TestMain checks the
-	// package as a whole); everything this node starts must be gone after Close.
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-
-	addr, err := cluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	timings := gridkv.LocalTimings()
-	kv, err := gridkv.NewGridKV(&gridkv.GridKVOptions{LocalNodeID: "solo", LocalAddress: addr, Timings: &timings})
-	if err != nil {
-		t.Fatalf("NewGridKV: %v", err)
-	}
+	node := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions}).Node(0)
+	kv := node.KV
 	ctx := testContext(t, 30*time.Second)
-	if err := kv.WaitReady(ctx); err != nil {
-		t.Fatalf("WaitReady: %v", err)
-	}
 	if err := kv.Set(ctx, "k", []byte("v")); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
@@ -326,7 +298,7 @@ func TestSingleClose(t *testing.T) {
 		}
 	}
 	// Status after Close must not panic or block.
-	if st := kv.Status(); st.NodeID != "solo" {
+	if st := kv.Status(); st.NodeID != node.ID {
 		t.Errorf("Status after Close has NodeID %q", st.NodeID)
 	}
 }
@@ -388,9 +360,9 @@ func TestSingleInvalidOptions(t *testing.T) {
 }
 
 func TestSingleMemoryLimit(t *testing.T) {
-	kv := startSingle(t, func(o *gridkv.GridKVOptions) {
+	kv := cluster.Start(t, 1, cluster.Options{Partitions: cluster.LibraryPartitions, Mutate: func(_ int, o *gridkv.GridKVOptions) {
 		o.Storage = &store.StorageOptions{MaxMemoryMB: 1}
-	})
+	}}).Node(0).KV
 	ctx := testContext(t, 60*time.Second)
 
 	value := bytes.Repeat([]byte("m"), 32<<10)

@@ -1,6 +1,3 @@
-// Package cluster runs GridKV clusters inside one test process: every node listens on its own
-// loopback port, and the test closes them all when it ends. It is a test harness only; no
-// production package imports it.
 package cluster
 
 import (
@@ -21,12 +18,10 @@ import (
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/faultnet"
 	"github.com/feellmoose/gridkv/internal/freeport"
+	"github.com/feellmoose/gridkv/internal/lincheck"
+	"github.com/feellmoose/gridkv/internal/testlog"
 	"github.com/feellmoose/gridkv/transport"
 )
-
-// DefaultPartitions is the partition count a harness node gets unless mutate changes it: small
-// enough that a three-node cluster converges in a few seconds under the race detector.
-const DefaultPartitions = 16
 
 // bindAttempts is how often Start and Add pick a new port when another process took the one
 // they chose between probing it and binding it.
@@ -37,36 +32,51 @@ type Node struct {
 	ID   string
 	Addr string
 	KV   *gridkv.GridKV
+	Log  *testlog.Recorder // what the node logged, with Options.RecordLogs; else nil
 
 	stopped atomic.Bool
 }
 
 // Cluster is a set of GridKV nodes started by one test. Its methods may be called from the
-// test goroutine and from goroutines the test starts.
+// test goroutine and from goroutines the test starts, except Add, Restart and WaitReady, which
+// may fail the test.
 type Cluster struct {
-	mutate func(i int, o *gridkv.GridKVOptions)
+	opts   Options
 	logger *slog.Logger
 
 	// Net is the fault network every node's transport consults; tests cut, slow and heal
 	// links through it or through the helpers below.
 	Net *faultnet.Net
 
-	mu    sync.Mutex // guards nodes
-	nodes []*Node    // every node ever started, by index; stopped ones stay in place until Restart
+	mu         sync.Mutex          // guards the fields below
+	nodes      []*Node             // every node ever started, by index; stopped ones stay in place until Restart
+	partitions int                 // the cluster's partition count, known once a node started
+	replicas   int                 // the cluster's ReplicaCount, known once a node started
+	histories  []*lincheck.History // checked at the end of the test
+	reasons    map[string]string   // predicate -> why it last returned false, for Describe
 }
 
-// Start starts n nodes on 127.0.0.1, every one wired to the cluster's fault network Net. Node 0 creates the cluster; node i > 0 joins with the
-// addresses of nodes 0..i-1 as seeds. Every node starts from LocalTimings and DefaultPartitions;
-// mutate (may be nil) then changes node i's options. Start registers a cleanup that closes
-// every node, and returns once all nodes are created; call WaitReady to wait for leaders.
-func Start(t testing.TB, n int, mutate func(i int, o *gridkv.GridKVOptions)) *Cluster {
+// Start starts n nodes on 127.0.0.1, every one wired to the cluster's fault network Net, and
+// waits as o.Wait says. Node 0 creates the cluster; node i > 0 joins with the addresses of the
+// live nodes as seeds. It registers the end-of-test checks described in the package doc.
+func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
-	seed := faultSeed(t)
-	c := &Cluster{mutate: mutate, logger: testLogger(t), Net: faultnet.New(seed)}
+	c := &Cluster{opts: o, logger: testLogger(t), Net: faultnet.New(faultSeed(t))}
 	register(t, c)
-	t.Cleanup(func() { c.closeAll(t) })
 	for i := 0; i < n; i++ {
 		c.Add(t)
+	}
+	if n == 0 {
+		return c
+	}
+	c.WaitReady(t, startTimeout)
+	switch o.Wait {
+	case WaitFormed:
+		WaitFor(t, startTimeout, fmt.Sprintf("%d nodes formed", n), c.Formed)
+	case WaitBalanced:
+		WaitFor(t, startTimeout, fmt.Sprintf("%d nodes formed with balanced leaders", n), func() bool {
+			return c.Formed() && c.Balanced()
+		})
 	}
 	return c
 }
@@ -84,10 +94,10 @@ func (c *Cluster) Add(t testing.TB) *Node {
 	return node
 }
 
-// AddAt starts a node with the given ID on addr, joining through seeds rather than the live
-// nodes, and returns NewGridKV's error instead of failing the test, so that it may run on any
-// goroutine: several AddAt calls may run at once (nodes that must find each other to finish
-// joining). Each node is appended when its NewGridKV returns.
+// AddAt starts a node with the given ID on addr (empty: a free port), joining through seeds
+// rather than the live nodes, and returns NewGridKV's error instead of failing the test, so
+// that it may run on any goroutine: several AddAt calls may run at once (nodes that must find
+// each other to finish joining). Each node is appended when its NewGridKV returns.
 func (c *Cluster) AddAt(t testing.TB, id, addr string, seeds []string) (*Node, error) {
 	c.mu.Lock()
 	i := len(c.nodes)
@@ -136,31 +146,11 @@ func (c *Cluster) startWith(i int, id, addr string, seeds []string) (*Node, erro
 				return nil, fmt.Errorf("finding a free port for %s: %w", id, err)
 			}
 		}
-		timings := gridkv.LocalTimings()
-		opts := &gridkv.GridKVOptions{
-			LocalNodeID:  id,
-			LocalAddress: addr,
-			SeedAddrs:    append([]string(nil), seeds...),
-			Partitions:   DefaultPartitions,
-			Timings:      &timings,
-		}
-		if c.logger != nil {
-			opts.Logger = c.logger
-		}
-		if c.mutate != nil {
-			c.mutate(i, opts)
-		}
-		network := transport.NetworkOptions{}
-		if opts.Network != nil {
-			network = *opts.Network
-		}
-		if network.Faults == nil {
-			network.Faults = c.Net
-		}
-		opts.Network = &network
+		opts, log := c.nodeOptions(i, id, addr, seeds)
 		kv, err := gridkv.NewGridKV(opts)
 		if err == nil {
-			return &Node{ID: id, Addr: addr, KV: kv}, nil
+			c.learnSettings(opts)
+			return &Node{ID: id, Addr: addr, KV: kv, Log: log}, nil
 		}
 		lastErr = err
 		if !isBindConflict(err) {
@@ -171,6 +161,74 @@ func (c *Cluster) startWith(i int, id, addr string, seeds []string) (*Node, erro
 		}
 	}
 	return nil, fmt.Errorf("starting %s: %w", id, lastErr)
+}
+
+// nodeOptions returns node i's options as the cluster's Options make them, and the recorder
+// of its log if they ask for one.
+func (c *Cluster) nodeOptions(i int, id, addr string, seeds []string) (*gridkv.GridKVOptions, *testlog.Recorder) {
+	timings := gridkv.LocalTimings()
+	if c.opts.Timings != nil {
+		timings = c.opts.Timings()
+	}
+	o := &gridkv.GridKVOptions{
+		LocalNodeID:  id,
+		LocalAddress: addr,
+		SeedAddrs:    append([]string(nil), seeds...),
+		Partitions:   DefaultPartitions,
+		Timings:      &timings,
+		Logger:       c.logger,
+		ClusterKey:   c.opts.ClusterKey,
+	}
+	switch p := c.opts.Partitions; {
+	case p == LibraryPartitions:
+		o.Partitions = 0
+	case p != 0:
+		o.Partitions = p
+	}
+	if c.opts.TLS != nil {
+		o.TLS = c.opts.TLS(id)
+	}
+	var log *testlog.Recorder
+	if c.opts.RecordLogs {
+		log = &testlog.Recorder{}
+		o.Logger = slog.New(log)
+	}
+	if c.opts.Mutate != nil {
+		c.opts.Mutate(i, o)
+	}
+	network := transport.NetworkOptions{}
+	if o.Network != nil {
+		network = *o.Network
+	}
+	if network.Faults == nil {
+		network.Faults = c.Net
+	}
+	o.Network = &network
+	return o, log
+}
+
+// learnSettings records the partition count and ReplicaCount of the cluster's first node: a
+// joining node takes the cluster's (or fails to start).
+func (c *Cluster) learnSettings(o *gridkv.GridKVOptions) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.partitions != 0 {
+		return
+	}
+	c.partitions, c.replicas = o.Partitions, o.ReplicaCount
+	if c.partitions == 0 {
+		c.partitions = gridkv.DefaultPartitions
+	}
+	if c.replicas == 0 {
+		c.replicas = 3 // GridKVOptions' documented default
+	}
+}
+
+// settings returns the cluster's partition count and ReplicaCount (zero before a node started).
+func (c *Cluster) settings() (partitions, replicas int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.partitions, c.replicas
 }
 
 // Crash stops node i abruptly as far as the others can tell: its every link is cut first, so
@@ -200,6 +258,14 @@ func (c *Cluster) Restart(t testing.TB, i int) *Node {
 	c.nodes[i] = node
 	c.mu.Unlock()
 	return node
+}
+
+// Stop closes node i gracefully. Stopping a stopped node does nothing.
+func (c *Cluster) Stop(i int) {
+	n := c.Node(i)
+	if n.stopped.CompareAndSwap(false, true) {
+		_ = n.KV.Close()
+	}
 }
 
 // Partition cuts every link between nodes of different groups of node indexes, both ways.
@@ -255,14 +321,6 @@ func (c *Cluster) Index(id string) int {
 	return -1
 }
 
-// Stop closes node i gracefully. Stopping a stopped node does nothing.
-func (c *Cluster) Stop(i int) {
-	n := c.Node(i)
-	if n.stopped.CompareAndSwap(false, true) {
-		_ = n.KV.Close()
-	}
-}
-
 // Live returns the nodes not stopped, in start order.
 func (c *Cluster) Live() []*Node {
 	c.mu.Lock()
@@ -276,7 +334,21 @@ func (c *Cluster) Live() []*Node {
 	return live
 }
 
+// LiveExcept returns the indexes of the live nodes other than node i.
+func (c *Cluster) LiveExcept(i int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for j, n := range c.nodes {
+		if j != i && !n.stopped.Load() {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
 // WaitReady waits until every live node's WaitReady returns, failing the test after timeout.
+// Unlike WaitFor it does not poll: GridKV's WaitReady blocks until the node is ready.
 func (c *Cluster) WaitReady(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -288,23 +360,28 @@ func (c *Cluster) WaitReady(t testing.TB, timeout time.Duration) {
 	}
 }
 
-// WaitFor is the package-level WaitFor, reporting this cluster's status on failure.
-func (c *Cluster) WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	waitFor(t, timeout, msg, cond, c.Describe)
-}
-
 // closeTimeout bounds how long the cleanup waits for Close: a Close that hangs is a bug to
 // report, not a reason to stall the whole test binary until its timeout.
 const closeTimeout = 30 * time.Second
 
 // closeAll closes every live node at once: closing them one by one would make each wait for
-// elections among the others. A node whose Close does not return within closeTimeout fails the
-// test, with every goroutine's stack written to a file for diagnosis.
+// elections among the others. Two nodes are the exception: closing at once, each would wait
+// (up to 5 s) for the other to drop it from their two-voter groups, so one closes first. A
+// node whose Close does not return within closeTimeout fails the test, with every goroutine's
+// stack written to a file for diagnosis.
 func (c *Cluster) closeAll(t testing.TB) {
+	live := c.Live()
+	if len(live) == 2 {
+		c.closeAtOnce(t, live[:1])
+		live = live[1:]
+	}
+	c.closeAtOnce(t, live)
+}
+
+func (c *Cluster) closeAtOnce(t testing.TB, nodes []*Node) {
 	var wg sync.WaitGroup
 	var hung sync.Map // node ID -> true while its Close runs
-	for _, n := range c.Live() {
+	for _, n := range nodes {
 		if !n.stopped.CompareAndSwap(false, true) {
 			continue
 		}
@@ -349,100 +426,10 @@ func dumpGoroutines() string {
 	return f.Name()
 }
 
-// Describe renders every live node's Status, for failure messages.
-func (c *Cluster) Describe() string {
-	var b strings.Builder
-	for _, n := range c.Live() {
-		st := n.KV.Status()
-		fmt.Fprintf(&b, "status of %s (%s):\n", n.ID, n.Addr)
-		for _, m := range st.Members {
-			fmt.Fprintf(&b, "  member %s %s %s\n", m.ID, m.Address, m.State)
-		}
-		for _, p := range st.Partitions {
-			fmt.Fprintf(&b, "  partition %2d leader=%q replicas=%v\n", p.ID, p.Leader, p.Replicas)
-		}
-	}
-	return b.String()
-}
-
-// WaitFor polls cond every 50ms until it returns true. After timeout it fails the test with msg
-// and the last Status of every live node of the clusters the test started.
-func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	waitFor(t, timeout, msg, cond, func() string {
-		var b strings.Builder
-		for _, c := range clustersOf(t) {
-			b.WriteString(c.Describe())
-		}
-		return b.String()
-	})
-}
-
-func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v\n%s", msg, timeout, describe())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // FreeAddr returns a 127.0.0.1 address whose port was free for both TCP and UDP a moment ago.
 // Another process may take it before the caller binds it; Start and Add retry in that case.
 func FreeAddr() (string, error) { return freeport.Addr() }
 
 func isBindConflict(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
-}
-
-// The clusters each test started, so that the package-level WaitFor can describe them.
-var (
-	registryMu sync.Mutex
-	registry   = map[testing.TB][]*Cluster{}
-)
-
-func register(t testing.TB, c *Cluster) {
-	registryMu.Lock()
-	registry[t] = append(registry[t], c)
-	registryMu.Unlock()
-	t.Cleanup(func() {
-		registryMu.Lock()
-		delete(registry, t)
-		registryMu.Unlock()
-	})
-}
-
-func clustersOf(t testing.TB) []*Cluster {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	return append([]*Cluster(nil), registry[t]...)
-}
-
-// testLogger returns a logger writing to t.Log when GRIDKV_TEST_LOG=1, else nil. Lines that
-// arrive after the test ended are dropped: t.Log panics then.
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("GRIDKV_TEST_LOG") != "1" {
-		return nil
-	}
-	w := &testWriter{t: t}
-	// Registered before the cleanup that closes the nodes, so it runs after it.
-	t.Cleanup(func() { w.done.Store(true) })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	t    testing.TB
-	done atomic.Bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }
