@@ -20,8 +20,14 @@ import (
 // two of the real cost.
 const EntryOverhead = 48
 
+// ExpiryOverhead is the bytes a key with a deadline (Command.ExpiresAt) is
+// accounted for on top of its EntrySize: the deadline, stored only for the
+// keys that have one.
+const ExpiryOverhead = 8
+
 // EntrySize returns the bytes a key of keyLen bytes holding a value of
-// valueLen bytes is accounted for. Negative lengths count as zero.
+// valueLen bytes is accounted for, without a deadline (add ExpiryOverhead
+// for one). Negative lengths count as zero.
 func EntrySize(keyLen, valueLen int) int64 {
 	return int64(max(keyLen, 0)) + int64(max(valueLen, 0)) + EntryOverhead
 }

@@ -121,7 +121,12 @@ func TestSnapshotIsolatedFromLaterApplies(t *testing.T) {
 
 // The stream is protodelim-framed storepb messages, both ways.
 func TestSnapshotMatchesGenerated(t *testing.T) {
-	p, _ := filled(t, store.StorageOptions{}, 50)
+	p, _ := filled(t, store.StorageOptions{HistoryEvents: 30}, 50)
+	apply(p, 60,
+		store.Command{Op: store.OpSet, Key: "ttl", Value: []byte("v"), ExpiresAt: 1 << 62},
+		store.Command{Op: store.OpDelete, Key: "key-3"},
+		store.Command{Op: store.OpExpire, Key: "ttl", Version: store.Version(60, 0)},
+		store.Command{Op: store.OpSet, Key: "ttl2", ExpiresAt: 7})
 	data := snapshotBytes(t, p)
 
 	r := bytes.NewReader(data)
@@ -129,38 +134,65 @@ func TestSnapshotMatchesGenerated(t *testing.T) {
 	if err := protodelim.UnmarshalFrom(r, &hdr); err != nil {
 		t.Fatal(err)
 	}
-	if hdr.FormatVersion != store.SnapshotFormatVersion || hdr.AppliedIndex != 51 || hdr.EntryCount != 50 {
+	if hdr.FormatVersion != store.SnapshotFormatVersion || hdr.AppliedIndex != 60 || hdr.EntryCount != 50 ||
+		hdr.EventCount != 30 || hdr.HistoryFloor != p.HistoryStart() || hdr.HistoryFloor == 0 {
 		t.Fatalf("header %v", &hdr)
 	}
-	got := make(map[string]kv)
+	// The hand encoder must produce what proto.Marshal produces.
+	checkEncoded := func(m proto.Message) {
+		t.Helper()
+		want, _ := proto.Marshal(m)
+		if !bytes.Contains(data, want) {
+			t.Fatalf("%v not encoded as proto.Marshal would", m)
+		}
+	}
+	checkEncoded(&hdr)
+	var entries []store.Entry
 	for range hdr.EntryCount {
 		var e storepb.SnapshotEntry
 		if err := protodelim.UnmarshalFrom(r, &e); err != nil {
 			t.Fatal(err)
 		}
-		// The hand encoder must produce what proto.Marshal produces.
-		want, _ := proto.Marshal(&e)
-		if !bytes.Contains(data, want) {
-			t.Fatalf("entry %q not encoded as proto.Marshal would", e.Key)
-		}
-		got[string(e.Key)] = kv{string(e.Value), e.Version}
+		checkEncoded(&e)
+		entries = append(entries, store.Entry{Key: string(e.Key), Value: append([]byte{}, e.Value...), Version: e.Version, ExpiresAt: e.ExpiresAt})
 	}
-	if r.Len() != 0 || !maps.Equal(got, dump(p)) {
-		t.Fatalf("generated decoding differs (%d bytes left)", r.Len())
+	var events []store.Event
+	for range hdr.EventCount {
+		var e storepb.SnapshotEvent
+		if err := protodelim.UnmarshalFrom(r, &e); err != nil {
+			t.Fatal(err)
+		}
+		checkEncoded(&e)
+		events = append(events, store.Event{Type: store.EventType(e.Type), Key: string(e.Key), Value: e.Value, Version: e.Version, ExpiresAt: e.ExpiresAt})
+	}
+	listed, _, _ := p.List("", "", 100, 0)
+	if r.Len() != 0 || fmt.Sprint(entries) != fmt.Sprint(listed) { // in key order
+		t.Fatalf("generated decoding differs (%d bytes left):\n%v\n%v", r.Len(), entries, listed)
+	}
+	if eventString(events) != eventString(allEvents(t, p, p.HistoryStart())) {
+		t.Fatalf("events differ: %s", eventString(events))
 	}
 
 	// And Restore reads a stream written by the generated code.
 	var buf bytes.Buffer
-	protodelim.MarshalTo(&buf, &storepb.SnapshotHeader{FormatVersion: 1, AppliedIndex: 7, EntryCount: 2})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotHeader{FormatVersion: 2, AppliedIndex: 7, EntryCount: 2, EventCount: 2, HistoryFloor: store.Version(3, 0)})
 	protodelim.MarshalTo(&buf, &storepb.SnapshotEntry{Key: []byte("a"), Value: []byte("1"), Version: store.Version(3, 0)})
-	protodelim.MarshalTo(&buf, &storepb.SnapshotEntry{Key: []byte("b"), Version: store.Version(7, 2)})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotEntry{Key: []byte("b"), Version: store.Version(7, 2), ExpiresAt: 99})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotEvent{Type: storepb.EventType_EVENT_TYPE_DELETE, Key: []byte("c"), Version: store.Version(5, 0)})
+	protodelim.MarshalTo(&buf, &storepb.SnapshotEvent{Type: storepb.EventType_EVENT_TYPE_PUT, Key: []byte("b"), Version: store.Version(7, 2), ExpiresAt: 99})
 	q := store.NewPartition(store.StorageOptions{}, nil)
 	if err := q.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]kv{"a": {"1", store.Version(3, 0)}, "b": {"", store.Version(7, 2)}}
-	if !maps.Equal(dump(q), want) || q.AppliedIndex() != 7 {
-		t.Fatalf("restored %v at %d", dump(q), q.AppliedIndex())
+	if !maps.Equal(dump(q), want) || q.AppliedIndex() != 7 || q.HistoryStart() != store.Version(3, 0) {
+		t.Fatalf("restored %v at %d, history from %#x", dump(q), q.AppliedIndex(), q.HistoryStart())
+	}
+	if got := eventString(allEvents(t, q, q.HistoryStart())); got != "Delete c  0x50001 0|Put b  0x70003 99" {
+		t.Fatalf("restored events %s", got)
+	}
+	if e, ok := q.GetEntry("b", 0); !ok || e.ExpiresAt != 99 {
+		t.Fatalf("restored deadline %+v", e)
 	}
 }
 
@@ -205,7 +237,7 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 		"trailing data":   append(bytes.Clone(valid), 0),
 		"garbage":         bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 100),
 		"format 0":        stream(&storepb.SnapshotHeader{AppliedIndex: 5}),
-		"format 2":        stream(&storepb.SnapshotHeader{FormatVersion: 2, AppliedIndex: 5}),
+		"format 3":        stream(&storepb.SnapshotHeader{FormatVersion: 3, AppliedIndex: 5}),
 		"too few entries": stream(hdr(5, 2), entry("a", nil, v)),
 		"too many":        stream(hdr(5, 1), entry("a", nil, v), entry("b", nil, v)),
 		"duplicate key":   stream(hdr(5, 2), entry("a", nil, v), entry("a", nil, v+1)),
