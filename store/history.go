@@ -199,7 +199,11 @@ func (p *Partition) Events(after uint64, prefix string, max int) (events []Event
 		return nil, after, fmt.Errorf("%w: position %#x is older than the history, which starts after %#x",
 			ErrCompacted, after, h.floor)
 	}
-	for i := h.after(after); i < h.n; i++ {
+	i := h.after(after)
+	if max > 0 {
+		events = make([]Event, 0, min(max, h.n-i))
+	}
+	for ; i < h.n; i++ {
 		c := h.at(i)
 		if !strings.HasPrefix(c.rec.key(), prefix) {
 			continue
