@@ -439,3 +439,36 @@ func TestRestoreFormat1(t *testing.T) {
 		t.Fatalf("events after restore: %s", got)
 	}
 }
+
+// Raft writes a snapshot on its own goroutine while the apply loop goes on:
+// the copy-on-write index must keep what the snapshot sees unchanged.
+func TestSnapshotWrittenDuringApplies(t *testing.T) {
+	p, a := filled(t, store.StorageOptions{HistoryEvents: 50}, 2000)
+	apply(p, 2001, store.Command{Op: store.OpSet, Key: "ttl", ExpiresAt: 9})
+	want := stateOf(p, a)
+	s := p.Snapshot()
+	written := make(chan []byte)
+	go func() {
+		var buf bytes.Buffer
+		if _, err := s.WriteTo(&buf); err != nil {
+			panic(err)
+		}
+		s.Release()
+		written <- buf.Bytes()
+	}()
+	for i := uint64(2002); i < 2500; i++ {
+		apply(p, i,
+			store.Command{Op: store.OpSet, Key: fmt.Sprint("key-", i%2000), Value: []byte("new")},
+			store.Command{Op: store.OpDelete, Key: fmt.Sprint("key-", (i+7)%2000)},
+			store.Command{Op: store.OpSet, Key: fmt.Sprint("added-", i), ExpiresAt: int64(i)})
+	}
+	data := <-written
+	a2 := store.NewAccountant(0)
+	q := store.NewPartition(store.StorageOptions{HistoryEvents: 50}, a2)
+	if err := q.Restore(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if !stateOf(q, a2).equal(want) {
+		t.Fatal("the snapshot saw applies made after it was taken")
+	}
+}
