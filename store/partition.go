@@ -141,8 +141,9 @@ type Result struct {
 //
 // ApplyBatch, ApplyEntry, MarkApplied, Snapshot and Restore must be called
 // from one goroutine at a time (the Raft apply loop). Get, GetEntry, List,
-// Events, Expired, Changed, Position, Len, Bytes, Range, AppliedIndex and
-// Close are safe concurrently with them and with each other.
+// Events, Expired, Changed, Position, HistoryStart, Len, Bytes, Range,
+// AppliedIndex and Close are safe concurrently with them and with each
+// other.
 //
 // Lock order: closeMu before mu. A shard's lock is never held with either.
 type Partition struct {
