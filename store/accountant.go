@@ -10,18 +10,27 @@ import (
 // key and value: what the Go runtime spends per entry beyond the raw bytes.
 //
 // An entry is one record (a 14-byte header, then key and value, rounded up
-// to an allocation size class) and a 16-byte map slot (the key's hash and a
-// pointer to the record). Swiss tables keep between 7/16 and 7/8 of their
-// slots full depending on how long ago they last grew, so a slot costs 18 to
-// 37 bytes with its control byte. Measured with TestEntryOverheadMatchesHeap
-// (16-byte keys and values, 30K to 250K entries in one default partition),
-// the heap grew by 41 to 54 bytes per entry beyond key and value; 48 sits in
-// the middle of that range. The test keeps the constant within a factor of
-// two of the real cost.
-const EntryOverhead = 48
+// to an allocation size class), a 16-byte map slot (the key's hash and a
+// pointer to the record) and a pointer in the ordered index. Swiss tables
+// keep between 7/16 and 7/8 of their slots full depending on how long ago
+// they last grew, so a slot costs 18 to 37 bytes with its control byte; the
+// index's B-tree nodes are half full when keys arrive in order and about
+// 70% full when they arrive at random, so its pointer costs 11 to 19 bytes.
+// Measured with TestEntryOverheadMatchesHeap (16-byte keys and values, 100K
+// entries in one default partition) the heap grew by 61 bytes per entry
+// beyond key and value, and with BenchmarkHeapPerKey1M (1M keys of 16
+// bytes, 64-byte values) by 65 to 71; 64 sits in that range. The test keeps
+// the constant within a factor of two of the real cost.
+const EntryOverhead = 64
+
+// ExpiryOverhead is the bytes a key with a deadline (Command.ExpiresAt) is
+// accounted for on top of its EntrySize: the deadline, stored only for the
+// keys that have one.
+const ExpiryOverhead = 8
 
 // EntrySize returns the bytes a key of keyLen bytes holding a value of
-// valueLen bytes is accounted for. Negative lengths count as zero.
+// valueLen bytes is accounted for, without a deadline (add ExpiryOverhead
+// for one). Negative lengths count as zero.
 func EntrySize(keyLen, valueLen int) int64 {
 	return int64(max(keyLen, 0)) + int64(max(valueLen, 0)) + EntryOverhead
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/feellmoose/gridkv/store"
@@ -167,3 +168,56 @@ func BenchmarkSnapshot(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// millionKeys returns a partition of 1M keys of 16 bytes ("key-%012d")
+// with 64-byte values, applied 1000 commands per batch.
+func millionKeys(b *testing.B) *store.Partition {
+	b.Helper()
+	const n, perBatch = 1 << 20, 1000
+	value := make([]byte, 64)
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	cmds := make([]store.Command, 0, perBatch)
+	for i := 0; i < n; {
+		cmds = cmds[:0]
+		for ; len(cmds) < perBatch && i < n; i++ {
+			cmds = append(cmds, store.Command{Op: store.OpSet, Key: fmt.Sprintf("key-%012d", i), Value: value})
+		}
+		p.ApplyBatch(uint64(i), cmds)
+	}
+	return p
+}
+
+// BenchmarkList1M lists a page of 100 keys from a random point of a
+// partition of 1M keys: O(log n + page), values copied.
+func BenchmarkList1M(b *testing.B) {
+	p := millionKeys(b)
+	rng := rand.New(rand.NewPCG(1, 1))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := fmt.Sprintf("key-%012d", rng.IntN(p.Len()-100))
+		entries, more, _ := p.List("key-", start, 100, 0)
+		if len(entries) != 100 || !more {
+			b.Fatalf("page of %d, more %v", len(entries), more)
+		}
+	}
+}
+
+// BenchmarkEvents is a watcher reading the 100 changes after a random
+// point of a full history (10000 changes).
+func BenchmarkEvents(b *testing.B) {
+	p := store.NewPartition(store.StorageOptions{}, nil)
+	keys := benchKeyNames()
+	for i := range 20000 {
+		p.ApplyBatch(uint64(i+1), []store.Command{{Op: store.OpSet, Key: keys[i&(benchKeys-1)], Value: benchValue()}})
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	start := p.HistoryStart()
+	b.ReportAllocs()
+	for b.Loop() {
+		after := store.Version(start>>16+1+uint64(rng.IntN(9000)), 0)
+		if events, _, err := p.Events(after, "", 100); err != nil || len(events) != 100 {
+			b.Fatalf("%d events, %v", len(events), err)
+		}
+	}
+}

@@ -13,6 +13,13 @@ import (
 type Op uint8
 
 // The operations a Command can carry. The zero Op is invalid.
+//
+// OpExpire, OpCompareAndDelete and Command.ExpiresAt are newer than the
+// first release: a node that predates them rejects a batch holding either op
+// as corrupt, and applies a write with ExpiresAt as permanent (it skips the
+// unknown field, as protobuf requires). Replicas would then diverge, so
+// every node of a cluster must run a version that knows them before any
+// node proposes them.
 const (
 	// OpSet stores Value under Key, whatever the key held before.
 	OpSet Op = iota + 1
@@ -21,6 +28,14 @@ const (
 	// OpCAS stores Value under Key only if the key's version is Version
 	// (0: only if the key is absent).
 	OpCAS
+	// OpExpire removes Key only if its version is Version and it has a
+	// deadline: the leader proposes it once the deadline passed by its
+	// clock, and a key rewritten meanwhile (new version, or no deadline any
+	// more) is left alone. Version must not be 0.
+	OpExpire
+	// OpCompareAndDelete removes Key only if its version is Version, which
+	// must not be 0.
+	OpCompareAndDelete
 )
 
 // String returns the op's name, or "Op(n)" for an unknown value.
@@ -32,6 +47,10 @@ func (o Op) String() string {
 		return "Delete"
 	case OpCAS:
 		return "CAS"
+	case OpExpire:
+		return "Expire"
+	case OpCompareAndDelete:
+		return "CompareAndDelete"
 	default:
 		return fmt.Sprintf("Op(%d)", uint8(o))
 	}
@@ -42,29 +61,51 @@ func (o Op) String() string {
 type Command struct {
 	Op  Op
 	Key string
-	// Value is the new value of OpSet and OpCAS; OpDelete ignores it.
+	// Value is the new value of OpSet and OpCAS; the other ops ignore it.
 	Value []byte
 	// Version is the version OpCAS expects the key to have, 0 meaning the
-	// key must be absent; the other ops ignore it.
+	// key must be absent, and the version OpExpire and OpCompareAndDelete
+	// expect (never 0); OpSet and OpDelete ignore it.
 	Version uint64
+	// ExpiresAt is, for OpSet and OpCAS, the deadline in unix nanoseconds
+	// after which the key is gone: reads hide it from then on, and the
+	// leader proposes an OpExpire for it. 0 means never, and a write
+	// without a deadline makes a key that had one permanent again. The
+	// other ops ignore it. Negative values are invalid.
+	ExpiresAt int64
 }
 
 // Validate reports why c could not be applied: an unknown op, a key that is
-// empty or longer than MaxKeySize, or a value longer than MaxValueSize. The
-// error wraps ErrInvalidCommand. Callers proposing commands should validate
-// them first: DecodeBatch rejects a whole batch that holds an invalid one.
+// empty or longer than MaxKeySize, a value longer than MaxValueSize, a
+// negative ExpiresAt, or an OpExpire or OpCompareAndDelete without a
+// version. The error wraps ErrInvalidCommand. Callers proposing commands
+// should validate them first: DecodeBatch rejects a whole batch that holds
+// an invalid one.
 func (c Command) Validate() error {
-	switch {
-	case c.Op < OpSet || c.Op > OpCAS:
-		return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
-	case len(c.Key) == 0:
-		return fmt.Errorf("%w: empty key", ErrInvalidCommand)
-	case len(c.Key) > MaxKeySize:
-		return fmt.Errorf("%w: key of %d bytes exceeds %d", ErrInvalidCommand, len(c.Key), MaxKeySize)
-	case len(c.Value) > MaxValueSize:
-		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)
+	if problem := c.problem(); problem != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidCommand, problem)
 	}
 	return nil
+}
+
+// problem describes what makes c invalid, or returns "" if nothing does.
+// Validate and the decoder share it so they can never disagree.
+func (c *Command) problem() string {
+	switch {
+	case c.Op < OpSet || c.Op > OpCompareAndDelete:
+		return fmt.Sprintf("unknown op %d", uint8(c.Op))
+	case len(c.Key) == 0:
+		return "empty key"
+	case len(c.Key) > MaxKeySize:
+		return fmt.Sprintf("key of %d bytes exceeds %d", len(c.Key), MaxKeySize)
+	case len(c.Value) > MaxValueSize:
+		return fmt.Sprintf("value of %d bytes exceeds %d", len(c.Value), MaxValueSize)
+	case c.ExpiresAt < 0:
+		return fmt.Sprintf("negative ExpiresAt %d", c.ExpiresAt)
+	case (c.Op == OpExpire || c.Op == OpCompareAndDelete) && c.Version == 0:
+		return fmt.Sprintf("%v without a version", c.Op)
+	}
+	return ""
 }
 
 // Version returns the version of command pos (0-based) of the batch
@@ -85,6 +126,7 @@ const (
 	tagCommandKey     = 2<<3 | byte(protowire.BytesType)
 	tagCommandValue   = 3<<3 | byte(protowire.BytesType)
 	tagCommandVersion = 4<<3 | byte(protowire.VarintType)
+	tagCommandExpires = 5<<3 | byte(protowire.VarintType)
 )
 
 // commandSize returns the encoded size of c as a storepb.Command. Like the
@@ -102,6 +144,9 @@ func commandSize(c *Command) int {
 	}
 	if c.Version != 0 {
 		n += 1 + protowire.SizeVarint(c.Version)
+	}
+	if c.ExpiresAt != 0 {
+		n += 1 + protowire.SizeVarint(uint64(c.ExpiresAt))
 	}
 	return n
 }
@@ -136,6 +181,11 @@ func AppendBatch(dst []byte, cmds []Command) []byte {
 		if c.Version != 0 {
 			dst = append(dst, tagCommandVersion)
 			dst = protowire.AppendVarint(dst, c.Version)
+		}
+		if c.ExpiresAt != 0 {
+			// int64 is a varint of the two's complement, as protobuf says.
+			dst = append(dst, tagCommandExpires)
+			dst = protowire.AppendVarint(dst, uint64(c.ExpiresAt))
 		}
 	}
 	return dst
@@ -235,6 +285,11 @@ func decodeCommand(b []byte, aliasKeys bool) (Command, error) {
 		case 4:
 			want = protowire.VarintType
 			c.Version, n = protowire.ConsumeVarint(b)
+		case 5:
+			want = protowire.VarintType
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			c.ExpiresAt = int64(v)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -247,24 +302,21 @@ func decodeCommand(b []byte, aliasKeys bool) (Command, error) {
 		b = b[n:]
 	}
 	// Check op as the full varint: converting first would let 257 pass
-	// as OpSet.
-	if op < uint64(OpSet) || op > uint64(OpCAS) {
+	// as OpSet. The other checks need no allocation, so they run before
+	// the key is copied.
+	if op < uint64(OpSet) || op > uint64(OpCompareAndDelete) {
 		return c, corruptf("unknown op %d", op)
 	}
-	if len(key) == 0 || len(key) > MaxKeySize {
-		return c, corruptf("key of %d bytes, want 1..%d", len(key), MaxKeySize)
-	}
-	if len(value) > MaxValueSize {
-		return c, corruptf("value of %d bytes exceeds %d", len(value), MaxValueSize)
-	}
 	c.Op = Op(op)
-	if aliasKeys {
-		c.Key = unsafe.String(unsafe.SliceData(key), len(key))
-	} else {
-		c.Key = string(key)
-	}
+	c.Key = unsafe.String(unsafe.SliceData(key), len(key))
 	if value != nil {
 		c.Value = value[:len(value):len(value)]
+	}
+	if problem := c.problem(); problem != "" {
+		return Command{}, corruptf("%s", problem)
+	}
+	if !aliasKeys {
+		c.Key = string(key)
 	}
 	return c, nil
 }

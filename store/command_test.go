@@ -21,6 +21,11 @@ func sampleCommands() []store.Command {
 		{Op: store.OpCAS, Key: "c", Value: []byte{0, 1, 2}, Version: 1 << 40},
 		{Op: store.OpCAS, Key: "\xff\x00not utf-8", Value: bytes.Repeat([]byte("x"), 300)},
 		{Op: store.OpSet, Key: string(make([]byte, store.MaxKeySize)), Value: make([]byte, 200_000)},
+		{Op: store.OpSet, Key: "ttl", Value: []byte("v"), ExpiresAt: 1_700_000_000_000_000_000},
+		{Op: store.OpCAS, Key: "ttl-cas", Value: []byte("v"), Version: 7, ExpiresAt: 1},
+		{Op: store.OpExpire, Key: "ttl", Version: store.Version(3, 0)},
+		{Op: store.OpCompareAndDelete, Key: "cad", Version: 1 << 50},
+		{Op: store.OpSet, Key: "max-deadline", ExpiresAt: 1<<63 - 1},
 	}
 }
 
@@ -28,7 +33,7 @@ func toProto(cmds []store.Command) *storepb.Batch {
 	b := &storepb.Batch{}
 	for _, c := range cmds {
 		b.Commands = append(b.Commands, &storepb.Command{
-			Op: storepb.Op(c.Op), Key: []byte(c.Key), Value: c.Value, Version: c.Version,
+			Op: storepb.Op(c.Op), Key: []byte(c.Key), Value: c.Value, Version: c.Version, ExpiresAt: c.ExpiresAt,
 		})
 	}
 	return b
@@ -126,19 +131,23 @@ func TestDecodeBatchRejects(t *testing.T) {
 	tooMany := bytes.Repeat(encodeOne(&storepb.Command{Op: storepb.Op_OP_DELETE, Key: []byte("k")}), store.MaxBatch+1)
 	valid := store.AppendBatch(nil, sampleCommands()[:2])
 	cases := map[string][]byte{
-		"op 0":            encodeOne(&storepb.Command{Key: []byte("k")}),
-		"op 4":            encodeOne(&storepb.Command{Op: 4, Key: []byte("k")}),
-		"op 257":          encodeOne(&storepb.Command{Op: 257, Key: []byte("k")}),
-		"empty key":       encodeOne(&storepb.Command{Op: storepb.Op_OP_SET}),
-		"key too long":    encodeOne(&storepb.Command{Op: storepb.Op_OP_SET, Key: make([]byte, store.MaxKeySize+1)}),
-		"value too long":  encodeOne(&storepb.Command{Op: storepb.Op_OP_SET, Key: []byte("k"), Value: make([]byte, store.MaxValueSize+1)}),
-		"too many":        tooMany,
-		"truncated":       valid[:len(valid)-1],
-		"commands varint": {0x08, 0x01},
-		"op as bytes":     {0x0a, 0x05, 0x0a, 0x01, 0x01, 0x12, 0x00},
-		"field number 0":  {0x00, 0x01},
-		"bad varint":      bytes.Repeat([]byte{0xff}, 11),
-		"huge length":     {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"op 0":               encodeOne(&storepb.Command{Key: []byte("k")}),
+		"op 6":               encodeOne(&storepb.Command{Op: 6, Key: []byte("k"), Version: 1}),
+		"expire, no version": encodeOne(&storepb.Command{Op: storepb.Op_OP_EXPIRE, Key: []byte("k")}),
+		"CAD, no version":    encodeOne(&storepb.Command{Op: storepb.Op_OP_COMPARE_AND_DELETE, Key: []byte("k")}),
+		"negative deadline":  encodeOne(&storepb.Command{Op: storepb.Op_OP_SET, Key: []byte("k"), ExpiresAt: -1}),
+		"deadline as bytes":  {0x0a, 0x07, 0x08, 0x01, 0x12, 0x01, 'k', 0x2a, 0x00},
+		"op 257":             encodeOne(&storepb.Command{Op: 257, Key: []byte("k")}),
+		"empty key":          encodeOne(&storepb.Command{Op: storepb.Op_OP_SET}),
+		"key too long":       encodeOne(&storepb.Command{Op: storepb.Op_OP_SET, Key: make([]byte, store.MaxKeySize+1)}),
+		"value too long":     encodeOne(&storepb.Command{Op: storepb.Op_OP_SET, Key: []byte("k"), Value: make([]byte, store.MaxValueSize+1)}),
+		"too many":           tooMany,
+		"truncated":          valid[:len(valid)-1],
+		"commands varint":    {0x08, 0x01},
+		"op as bytes":        {0x0a, 0x05, 0x0a, 0x01, 0x01, 0x12, 0x00},
+		"field number 0":     {0x00, 0x01},
+		"bad varint":         bytes.Repeat([]byte{0xff}, 11),
+		"huge length":        {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f},
 	}
 	for name, data := range cases {
 		if got, err := store.DecodeBatch(data); !errors.Is(err, store.ErrCorrupt) || got != nil {
@@ -152,17 +161,46 @@ func TestDecodeBatchRejects(t *testing.T) {
 }
 
 func TestCommandValidate(t *testing.T) {
-	if err := (store.Command{Op: store.OpCAS, Key: "k"}).Validate(); err != nil {
-		t.Fatal(err)
+	for _, c := range []store.Command{
+		{Op: store.OpCAS, Key: "k"},
+		{Op: store.OpSet, Key: "k", ExpiresAt: 1},
+		{Op: store.OpExpire, Key: "k", Version: 1},
+		{Op: store.OpCompareAndDelete, Key: "k", Version: 1},
+		{Op: store.OpDelete, Key: "k", ExpiresAt: 5}, // ignored
+	} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", c, err)
+		}
 	}
 	for _, c := range []store.Command{
 		{Op: 0, Key: "k"},
+		{Op: store.OpCompareAndDelete + 1, Key: "k", Version: 1},
+		{Op: store.OpExpire, Key: "k"},
+		{Op: store.OpCompareAndDelete, Key: "k"},
+		{Op: store.OpSet, Key: "k", ExpiresAt: -1},
+		{Op: store.OpCAS, Key: "k", ExpiresAt: -1 << 63},
 		{Op: store.OpSet},
 		{Op: store.OpSet, Key: string(make([]byte, store.MaxKeySize+1))},
 		{Op: store.OpSet, Key: "k", Value: make([]byte, store.MaxValueSize+1)},
 	} {
 		if err := c.Validate(); !errors.Is(err, store.ErrInvalidCommand) {
-			t.Errorf("Validate(%v, key %d bytes, value %d bytes) = %v", c.Op, len(c.Key), len(c.Value), err)
+			t.Errorf("Validate(%v, key %d bytes, value %d bytes, version %d, deadline %d) = %v",
+				c.Op, len(c.Key), len(c.Value), c.Version, c.ExpiresAt, err)
 		}
+	}
+}
+
+// ExpiresAt is field 5, a varint, as the schema says. A node that predates
+// it skips the field like any unknown one (TestDecodeBatchSkipsUnknownFields)
+// and keeps the key forever, which is why TTL needs every node upgraded.
+func TestDeadlineIsFieldFive(t *testing.T) {
+	data := store.AppendBatch(nil, []store.Command{{Op: store.OpSet, Key: "k", ExpiresAt: 300}})
+	want := []byte{0x0a, 0x08, 0x08, 0x01, 0x12, 0x01, 'k', 0x28, 0xac, 0x02}
+	if !bytes.Equal(data, want) {
+		t.Fatalf("encoded %x, want %x", data, want)
+	}
+	var pb storepb.Batch
+	if err := proto.Unmarshal(data, &pb); err != nil || pb.Commands[0].ExpiresAt != 300 {
+		t.Fatalf("generated code reads %v, %v", &pb, err)
 	}
 }

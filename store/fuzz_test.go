@@ -18,6 +18,7 @@ import (
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(store.AppendBatch(nil, sampleCommands()[:5]))
+	f.Add(store.AppendBatch(nil, sampleCommands()[6:]))
 	f.Add(store.AppendBatch(nil, []store.Command{{Op: store.OpDelete, Key: "k"}}))
 	f.Add([]byte{0x0a, 0x05, 0x08, 0x01, 0x12, 0x01, 'k'})
 	f.Add([]byte{0x0a, 0x05, 0x08, 0x81, 0x02, 0x12, 0x01}) // op 257, truncated
@@ -51,7 +52,7 @@ func FuzzDecodeBatch(f *testing.F) {
 
 // FuzzRestore checks that Restore never panics, leaves the state alone when
 // it fails, and when it succeeds produces a partition that snapshots back
-// to an equal state.
+// to an equal state: keys, deadlines, ordered index and history.
 func FuzzRestore(f *testing.F) {
 	p, _ := filled(f, store.StorageOptions{}, 5)
 	valid := snapshotBytes(f, p)
@@ -60,6 +61,15 @@ func FuzzRestore(f *testing.F) {
 	f.Add(snapshotBytes(f, store.NewPartition(store.StorageOptions{}, nil)))
 	f.Add(stream(&storepb.SnapshotHeader{FormatVersion: 1, AppliedIndex: 9, EntryCount: 1},
 		&storepb.SnapshotEntry{Key: []byte("k"), Value: []byte("v"), Version: store.Version(9, 0)}))
+	// Format 2 with deadlines, every event type and an evicted history.
+	p, _ = filled(f, store.StorageOptions{HistoryEvents: 6}, 4)
+	apply(p, 9, store.Command{Op: store.OpSet, Key: "t", Value: []byte("v"), ExpiresAt: 1 << 40},
+		store.Command{Op: store.OpDelete, Key: "key-1"},
+		store.Command{Op: store.OpSet, Key: "u", ExpiresAt: 5})
+	apply(p, 10, store.Command{Op: store.OpExpire, Key: "u", Version: store.Version(9, 2)})
+	f.Add(snapshotBytes(f, p))
+	f.Add(stream(&storepb.SnapshotHeader{FormatVersion: 2, AppliedIndex: 9, EventCount: 1, HistoryFloor: 5},
+		&storepb.SnapshotEvent{Type: storepb.EventType_EVENT_TYPE_DELETE, Key: []byte("k"), Version: store.Version(9, 0)}))
 	f.Add([]byte{0x02, 0x08, 0x01})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -1,7 +1,9 @@
 package store_test
 
 import (
+	"fmt"
 	"maps"
+	"math"
 	"strings"
 	"testing"
 
@@ -50,6 +52,11 @@ func dump(p *store.Partition) map[string]kv {
 	return m
 }
 
+// apply applies cmds as the batch at index and returns the results.
+func apply(p *store.Partition, index uint64, cmds ...store.Command) []store.Result {
+	return p.ApplyBatch(index, cmds)
+}
+
 // state is everything Restore must either replace whole or leave alone.
 type state struct {
 	keys    map[string]kv
@@ -57,15 +64,37 @@ type state struct {
 	bytes   int64
 	length  int
 	used    int64
+	ordered string // every entry by List, with deadlines
+	expired string // Expired at the end of time
+	history string // HistoryStart and every event after it
 }
 
 func stateOf(p *store.Partition, a *store.Accountant) state {
-	return state{dump(p), p.AppliedIndex(), p.Bytes(), p.Len(), a.Used()}
+	entries, more, _ := p.List("", "", math.MaxInt, 0)
+	start := p.HistoryStart()
+	events, _, err := p.Events(start, "", 0)
+	return state{
+		dump(p), p.AppliedIndex(), p.Bytes(), p.Len(), a.Used(),
+		fmt.Sprint(entries, more),
+		fmt.Sprint(p.Expired(math.MaxInt64, math.MaxInt)),
+		fmt.Sprintf("%#x %v %v", start, events, err),
+	}
 }
 
 func (s state) equal(o state) bool {
 	return maps.Equal(s.keys, o.keys) && s.applied == o.applied && s.bytes == o.bytes &&
-		s.length == o.length && s.used == o.used
+		s.length == o.length && s.used == o.used && s.ordered == o.ordered &&
+		s.expired == o.expired && s.history == o.history
+}
+
+// allEvents returns every event after after, failing the test on an error.
+func allEvents(t testing.TB, p *store.Partition, after uint64) []store.Event {
+	t.Helper()
+	events, _, err := p.Events(after, "", 0)
+	if err != nil {
+		t.Fatalf("Events(%#x): %v", after, err)
+	}
+	return events
 }
 
 func containsStr(s, sub string) bool { return strings.Contains(s, sub) }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/google/btree"
 )
 
 // hashMask narrows every key hash. It is all ones; tests narrow it to make
@@ -115,37 +116,63 @@ func (t *table) shardFor(h uint64) *shard { return &t.shards[h&t.mask] }
 // Result is the outcome of one command of a batch.
 type Result struct {
 	// Version is, for a successful Set or CAS, the version written; for a
-	// CAS that failed on ErrVersionMismatch, the key's current version
-	// (0 if absent); for a Delete, the version deleted (0 if absent).
+	// CAS, OpCompareAndDelete or OpExpire that failed on
+	// ErrVersionMismatch, the key's current version (0 if absent); for a
+	// Delete, OpCompareAndDelete or OpExpire that removed the key, the
+	// version removed; for a Delete of an absent key, 0.
 	Version uint64
-	// Value is set only when a CAS fails on ErrVersionMismatch and the key
-	// exists: a copy of its current value, so the caller can retry without
-	// another read.
+	// Value is set only when a CAS or OpCompareAndDelete fails on
+	// ErrVersionMismatch and the key exists: a copy of its current value, so
+	// the caller can retry without another read.
 	Value []byte
 	// Applied is, for a read, the applied index of the replica that served it, taken after
 	// the read: its state was at least that new. The state machine does not set it.
 	Applied uint64
-	// Err is nil, ErrVersionMismatch (CAS), ErrKeyNotFound (Delete of an
-	// absent key), an error wrapping ErrInvalidCommand (a command that
-	// DecodeBatch would have rejected), or ErrPartitionClosed.
+	// Err is nil, ErrVersionMismatch (CAS, OpCompareAndDelete, OpExpire),
+	// ErrKeyNotFound (Delete or OpExpire of an absent key), an error
+	// wrapping ErrInvalidCommand (a command that DecodeBatch would have
+	// rejected), or ErrPartitionClosed.
 	Err error
 }
 
-// Partition is the state of one partition: its keys, their versions, the
+// Partition is the state of one partition: its keys, their versions and
+// deadlines, an ordered index of them, the history of recent changes, the
 // highest log index applied, and its share of the node's memory account.
 //
 // ApplyBatch, ApplyEntry, MarkApplied, Snapshot and Restore must be called
-// from one goroutine at a time (the Raft apply loop). Get, Len, Bytes,
-// Range, AppliedIndex and Close are safe concurrently with them and with
-// each other.
+// from one goroutine at a time (the Raft apply loop). Get, GetEntry, List,
+// Events, Expired, Changed, Position, HistoryStart, Len, Bytes, Range,
+// AppliedIndex and Close are safe concurrently with them and with each
+// other.
+//
+// Lock order: closeMu before mu. A shard's lock is never held with either.
 type Partition struct {
 	table   atomic.Pointer[table]
 	applied atomic.Uint64 // highest log index applied or marked
 	count   atomic.Int64  // keys in table
-	bytes   atomic.Int64  // EntrySize summed over the keys in table
+	bytes   atomic.Int64  // record sizes summed over the keys in table
 
-	shardCount int         // shards of every table this partition builds
-	acct       *Accountant // node-wide account that bytes is part of
+	// mu protects ix and hist, and orders them with applied: an apply
+	// changes them and stores applied in one critical section per batch,
+	// so a reader under mu.RLock sees a state together with the position
+	// it is the state of. Close and Restore replace both under mu too.
+	mu   sync.RWMutex
+	ix   indexes
+	hist history
+
+	// changed is the channel Changed hands out, made on demand; nil while
+	// nobody waits.
+	changed atomic.Pointer[chan struct{}]
+
+	shardCount  int                      // shards of every table this partition builds
+	historyMax  int                      // HistoryEvents
+	historyMaxB int64                    // HistoryBytes
+	free        *btree.FreeListG[record] // emptied index nodes, shared by this partition's trees
+	acct        *Accountant              // node-wide account that bytes is part of
+
+	// pending is the apply goroutine's scratch list of the changes of the
+	// batch in progress, published under mu at the end of the batch.
+	pending []pendingChange
 
 	// closeMu protects closed against concurrent change, and serialises
 	// Close with the points where an apply or a restore publishes its
@@ -155,18 +182,29 @@ type Partition struct {
 	closed  atomic.Bool // written only under closeMu; read anywhere
 }
 
+// pendingChange is one change of a batch: the history entry, and the
+// record it replaced or removed (none for a new key).
+type pendingChange struct {
+	change
+	old record
+}
+
 // NewPartition returns an empty partition laid out as opts says, whose
 // bytes count against acct (a nil acct means a private account with no
 // limit). NewPartition cannot fail: invalid options, which Validate
 // reports, are corrected (ShardCount rounded up to a power of two and
-// clamped to MaxShardCount, an unknown Backend treated as the default).
-// opts.MaxMemoryMB is not used here; it belongs to the Accountant.
+// clamped to MaxShardCount, an unknown Backend treated as the default,
+// negative history bounds as the defaults). opts.MaxMemoryMB is not used
+// here; it belongs to the Accountant.
 func NewPartition(opts StorageOptions, acct *Accountant) *Partition {
 	if acct == nil {
 		acct = NewAccountant(0)
 	}
-	p := &Partition{shardCount: opts.shardCount(), acct: acct}
+	p := &Partition{shardCount: opts.shardCount(), acct: acct, free: btree.NewFreeListG[record](btreeFreeNodes)}
+	p.historyMax, p.historyMaxB = opts.historyBounds()
 	p.table.Store(newTable(p.shardCount, 0))
+	p.ix = newIndexes(p.free)
+	p.hist = newHistory(p.historyMax, p.historyMaxB, 0)
 	return p
 }
 
@@ -174,7 +212,9 @@ func NewPartition(opts StorageOptions, acct *Accountant) *Partition {
 // index: command i writes version Version(index, i). It returns one Result
 // per command. Committed commands always apply, even when the node is over
 // its memory limit: every replica must reach the same state. Values are
-// copied in; cmds is not retained. Afterwards AppliedIndex is index.
+// copied in; cmds is not retained. Afterwards AppliedIndex is index, and
+// every change the batch made is in the history (see Events), in command
+// order.
 //
 // A command that fails Command.Validate, or that sits beyond position
 // MaxBatch-1, is skipped with an error result; DecodeBatch never produces
@@ -189,6 +229,7 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 	}
 	t := p.table.Load()
 	var dBytes, dCount int64
+	pending := p.pending[:0]
 	for i := range cmds {
 		c, r := &cmds[i], &results[i]
 		if i >= MaxBatch {
@@ -201,22 +242,38 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 		}
 		h := keyHash(c.Key)
 		s := t.shardFor(h)
-		old := s.get(h, c.Key) // unlocked: this goroutine is the only writer
+		old := s.get(h, c.Key)   // unlocked: this goroutine is the only writer
+		current := old.version() // 0 when absent
+		removal := EventType(0)  // set by the ops that remove the key
 		switch c.Op {
 		case OpDelete:
 			if !old.exists() {
 				r.Err = ErrKeyNotFound
 				continue
 			}
-			s.mu.Lock()
-			s.remove(h, old)
-			s.mu.Unlock()
-			r.Version = old.version()
-			dBytes -= old.size()
-			dCount--
-			continue
+			removal = EventDelete
+		case OpCompareAndDelete:
+			if current != c.Version { // Version is never 0: fails when absent
+				r.Err, r.Version = ErrVersionMismatch, current
+				if old.exists() {
+					r.Value = copyValue(old.value())
+				}
+				continue
+			}
+			removal = EventDelete
+		case OpExpire:
+			switch {
+			case !old.exists():
+				r.Err = ErrKeyNotFound
+				continue
+			case current != c.Version || !old.hasDeadline():
+				// Rewritten since the leader saw the deadline pass.
+				r.Err, r.Version = ErrVersionMismatch, current
+				continue
+			}
+			removal = EventExpire
 		case OpCAS:
-			if current := old.version(); current != c.Version { // 0 when absent
+			if current != c.Version {
 				r.Err, r.Version = ErrVersionMismatch, current
 				if old.exists() {
 					r.Value = copyValue(old.value())
@@ -224,23 +281,66 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 				continue
 			}
 		}
+		if removal != 0 {
+			s.mu.Lock()
+			s.remove(h, old)
+			s.mu.Unlock()
+			r.Version = current
+			dBytes -= old.size()
+			dCount--
+			tombstone := newRecord(c.Key, nil, Version(index, i), 0)
+			pending = append(pending, pendingChange{change{tombstone, removal}, old})
+			continue
+		}
 		// OpSet, or OpCAS whose expectation held.
 		version := Version(index, i)
-		rec := newRecord(c.Key, c.Value, version)
+		rec := newRecord(c.Key, c.Value, version, c.ExpiresAt)
 		s.mu.Lock()
 		s.put(h, rec, old)
 		s.mu.Unlock()
 		r.Version = version
-		dBytes += EntrySize(len(c.Key), len(c.Value))
+		dBytes += rec.size()
 		if old.exists() {
 			dBytes -= old.size()
 		} else {
 			dCount++
 		}
+		pending = append(pending, pendingChange{change{rec, EventPut}, old})
 	}
+	p.commit(index, pending)
 	p.publish(dBytes, dCount)
-	p.applied.Store(index)
+	// Keep the scratch list's array, but not the records it points to.
+	clear(pending)
+	if cap(pending) <= 4096 {
+		p.pending = pending[:0]
+	} else {
+		p.pending = nil
+	}
 	return results
+}
+
+// commit files a batch's changes in the ordered indexes and the history
+// and marks index applied, in one critical section, then wakes watchers.
+func (p *Partition) commit(index uint64, pending []pendingChange) {
+	if len(pending) == 0 {
+		p.applied.Store(index)
+		return
+	}
+	p.mu.Lock()
+	if !p.closed.Load() { // else Close dropped the indexes and history
+		for i := range pending {
+			pc := &pending[i]
+			if pc.typ == EventPut {
+				p.ix.put(pc.rec, pc.old)
+			} else {
+				p.ix.remove(pc.old)
+			}
+			p.hist.push(pc.change)
+		}
+	}
+	p.applied.Store(index)
+	p.mu.Unlock()
+	p.notifyChanged()
 }
 
 // publish adds an apply's deltas to the partition's counters and to the
@@ -287,7 +387,9 @@ func (p *Partition) AppliedIndex() uint64 { return p.applied.Load() }
 
 // Get returns a copy of key's value, which the caller owns, and its
 // version. ok is false if the key is absent. An empty value is returned
-// as a non-nil empty slice.
+// as a non-nil empty slice. Get ignores deadlines: a key past its deadline
+// is returned until its OpExpire applies. Readers that honour deadlines
+// use GetEntry.
 func (p *Partition) Get(key string) (value []byte, version uint64, ok bool) {
 	h := keyHash(key)
 	s := p.table.Load().shardFor(h)
@@ -306,7 +408,9 @@ func (p *Partition) Get(key string) (value []byte, version uint64, ok bool) {
 func (p *Partition) Len() int { return int(p.count.Load()) }
 
 // Bytes returns the bytes this partition is accounted for (EntrySize
-// summed over its keys), 0 after Close.
+// summed over its keys, plus ExpiryOverhead for each key with a deadline),
+// 0 after Close. The history is not part of it (see
+// StorageOptions.HistoryBytes).
 func (p *Partition) Bytes() int64 { return p.bytes.Load() }
 
 // Range calls fn for every key until fn returns false, in no particular
@@ -331,9 +435,11 @@ func (p *Partition) Range(fn func(key string, value []byte, version uint64) bool
 }
 
 // Close gives the partition's bytes back to the Accountant and drops its
-// keys, for when the replica leaves this node. Afterwards reads find
-// nothing and ApplyBatch and Restore fail with ErrPartitionClosed. Close
-// is idempotent and safe to call concurrently with anything.
+// keys and history, for when the replica leaves this node. Afterwards
+// reads find nothing, ApplyBatch and Restore fail with ErrPartitionClosed,
+// Events returns ErrPartitionClosed, and Changed returns a closed channel,
+// which wakes every waiter. Close is idempotent and safe to call
+// concurrently with anything.
 func (p *Partition) Close() {
 	p.closeMu.Lock()
 	defer p.closeMu.Unlock()
@@ -342,8 +448,15 @@ func (p *Partition) Close() {
 	}
 	p.closed.Store(true)
 	p.table.Store(newTable(1, 0))
+	p.mu.Lock()
+	p.ix = newIndexes(p.free)
+	p.hist = newHistory(p.historyMax, p.historyMaxB, p.hist.floor)
+	p.mu.Unlock()
 	p.count.Store(0)
 	p.acct.add(-p.bytes.Swap(0))
+	if ch := p.changed.Swap(nil); ch != nil {
+		close(*ch)
+	}
 }
 
 // copyValue returns a copy of v that is never nil, so callers can tell a

@@ -2,10 +2,15 @@ package store_test
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -261,25 +266,39 @@ func TestRange(t *testing.T) {
 	})
 }
 
-// TestAgainstModel applies random batches to every backend and to a plain
-// map, and compares each result and the final states.
+// TestAgainstModel applies random batches of every op to every backend and
+// to a plain map, and compares each result, the history, and the final
+// state as every read path sees it.
 func TestAgainstModel(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, opts store.StorageOptions) {
 		rng := rand.New(rand.NewPCG(1, 2))
 		a := store.NewAccountant(0)
 		p := store.NewPartition(opts, a)
-		model := make(map[string]kv)
+		type entry struct {
+			kv
+			expiresAt int64
+		}
+		model := make(map[string]entry)
+		var events []string
 		for index := uint64(1); index <= 300; index++ {
 			cmds := make([]store.Command, rng.IntN(20))
 			for i := range cmds {
-				c := store.Command{Op: store.Op(1 + rng.IntN(3)), Key: fmt.Sprint(rng.IntN(30))}
-				if c.Op != store.OpDelete {
+				c := store.Command{Op: store.Op(1 + rng.IntN(5)), Key: fmt.Sprint(rng.IntN(30))}
+				if c.Op == store.OpSet || c.Op == store.OpCAS {
 					c.Value = []byte(fmt.Sprint(rng.Uint32()))
+					if rng.IntN(3) == 0 {
+						c.ExpiresAt = 1 + rng.Int64N(5)
+					}
 				}
-				if c.Op == store.OpCAS && rng.IntN(2) == 0 {
+				switch {
+				case c.Op == store.OpSet || c.Op == store.OpDelete:
+				case rng.IntN(3) > 0:
 					c.Version = model[c.Key].version // usually right
-				} else if c.Op == store.OpCAS {
+				default:
 					c.Version = rng.Uint64N(4)
+				}
+				if c.Version == 0 && (c.Op == store.OpExpire || c.Op == store.OpCompareAndDelete) {
+					c.Version = 1
 				}
 				cmds[i] = c
 			}
@@ -287,33 +306,71 @@ func TestAgainstModel(t *testing.T) {
 			for i, c := range cmds {
 				cur, had := model[c.Key]
 				var want store.Result
+				event := ""
 				switch {
-				case c.Op == store.OpDelete && !had:
+				case (c.Op == store.OpDelete || c.Op == store.OpExpire) && !had:
 					want.Err = store.ErrKeyNotFound
-				case c.Op == store.OpDelete:
+				case c.Op == store.OpExpire && (c.Version != cur.version || cur.expiresAt == 0):
+					want.Err, want.Version = store.ErrVersionMismatch, cur.version
+				case (c.Op == store.OpCAS || c.Op == store.OpCompareAndDelete) && c.Version != cur.version:
+					want.Err, want.Version = store.ErrVersionMismatch, cur.version
+				case c.Op == store.OpDelete || c.Op == store.OpExpire || c.Op == store.OpCompareAndDelete:
 					want.Version = cur.version
 					delete(model, c.Key)
-				case c.Op == store.OpCAS && c.Version != cur.version:
-					want.Err, want.Version = store.ErrVersionMismatch, cur.version
+					typ := store.EventDelete
+					if c.Op == store.OpExpire {
+						typ = store.EventExpire
+					}
+					event = fmt.Sprintf("%v %s  %#x 0", typ, c.Key, store.Version(index, i))
 				default:
 					want.Version = store.Version(index, i)
-					model[c.Key] = kv{string(c.Value), want.Version}
+					model[c.Key] = entry{kv{string(c.Value), want.Version}, c.ExpiresAt}
+					event = fmt.Sprintf("Put %s %s %#x %d", c.Key, c.Value, want.Version, c.ExpiresAt)
 				}
 				got := res[i]
 				if got.Err != want.Err || got.Version != want.Version {
 					t.Fatalf("index %d command %d (%v %q v%#x): got %+v, want %+v", index, i, c.Op, c.Key, c.Version, got, want)
 				}
+				if event != "" {
+					events = append(events, event)
+				}
 			}
 		}
-		if !maps.Equal(dump(p), model) || p.Len() != len(model) {
-			t.Fatalf("final state differs from model")
-		}
-		var bytes int64
-		for k, e := range model {
+		keys := slices.Sorted(maps.Keys(model))
+		var (
+			bytes   int64
+			entries []store.Entry
+			expired []store.Command
+			plain   = make(map[string]kv)
+		)
+		for _, k := range keys {
+			e := model[k]
+			plain[k] = e.kv
 			bytes += store.EntrySize(len(k), len(e.value))
+			entries = append(entries, store.Entry{Key: k, Value: []byte(e.value), Version: e.version, ExpiresAt: e.expiresAt})
+			if e.expiresAt != 0 {
+				bytes += store.ExpiryOverhead
+				expired = append(expired, store.Command{Op: store.OpExpire, Key: k, Version: e.version})
+			}
+		}
+		slices.SortStableFunc(expired, func(x, y store.Command) int {
+			return cmp.Compare(model[x.Key].expiresAt, model[y.Key].expiresAt)
+		})
+		if !maps.Equal(dump(p), plain) || p.Len() != len(model) {
+			t.Fatalf("final state differs from model")
 		}
 		if p.Bytes() != bytes || a.Used() != bytes {
 			t.Fatalf("Bytes %d, Used %d, want %d", p.Bytes(), a.Used(), bytes)
+		}
+		listed, more, _ := p.List("", "", 1000, 0)
+		if more || fmt.Sprint(listed) != fmt.Sprint(entries) {
+			t.Fatalf("List differs from the model:\n%v\n%v", listed, entries)
+		}
+		if got := p.Expired(math.MaxInt64, 1000); !reflect.DeepEqual(got, expired) {
+			t.Fatalf("Expired differs from the model:\n%v\n%v", got, expired)
+		}
+		if got := eventString(allEvents(t, p, 0)); got != strings.Join(events, "|") {
+			t.Fatalf("history differs from the model")
 		}
 	})
 }

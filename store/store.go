@@ -44,6 +44,9 @@ var (
 	// ErrValueTooLarge is returned by CheckValue for a value longer than
 	// MaxValueSize.
 	ErrValueTooLarge = errors.New("gridkv: value too large")
+	// ErrCompacted is wrapped by Partition.Events when the history no
+	// longer holds every change after the position asked for.
+	ErrCompacted = errors.New("gridkv: compacted")
 )
 
 // CheckKey refuses an empty key and one longer than MaxKeySize, with an
@@ -93,6 +96,10 @@ func (b Backend) String() string {
 }
 
 const (
+	// DefaultHistoryEvents is the HistoryEvents used when the field is 0.
+	DefaultHistoryEvents = 10000
+	// DefaultHistoryBytes is the HistoryBytes used when the field is 0.
+	DefaultHistoryBytes = 8 << 20
 	// DefaultShardCount is the ShardCount used when the field is 0.
 	DefaultShardCount = 256
 	// MaxShardCount bounds ShardCount; beyond it the per-shard overhead
@@ -113,10 +120,23 @@ type StorageOptions struct {
 	// BackendMemorySharded (ignored otherwise). It must be a power of two
 	// no larger than MaxShardCount; 0 means DefaultShardCount.
 	ShardCount int
+	// HistoryEvents bounds the changes each partition keeps for watchers
+	// (Partition.Events); the oldest go first. 0 means
+	// DefaultHistoryEvents; negative values are invalid.
+	HistoryEvents int
+	// HistoryBytes bounds the key and value bytes of the changes each
+	// partition keeps, counting every kept change whether or not its value
+	// is still the key's current one (a current value's memory is shared,
+	// so the real cost is at most this). The newest change is kept even if
+	// it alone is larger. These bytes are not part of the memory account
+	// (MaxMemoryMB). 0 means DefaultHistoryBytes; negative values are
+	// invalid.
+	HistoryBytes int
 }
 
 // DefaultStorageOptions returns the defaults: sharded backend with
-// DefaultShardCount shards and no memory limit.
+// DefaultShardCount shards, no memory limit, and a history of
+// DefaultHistoryEvents changes or DefaultHistoryBytes per partition.
 func DefaultStorageOptions() StorageOptions {
 	return StorageOptions{}.WithDefaults()
 }
@@ -125,6 +145,12 @@ func DefaultStorageOptions() StorageOptions {
 func (o StorageOptions) WithDefaults() StorageOptions {
 	if o.ShardCount == 0 {
 		o.ShardCount = DefaultShardCount
+	}
+	if o.HistoryEvents == 0 {
+		o.HistoryEvents = DefaultHistoryEvents
+	}
+	if o.HistoryBytes == 0 {
+		o.HistoryBytes = DefaultHistoryBytes
 	}
 	return o
 }
@@ -140,6 +166,12 @@ func (o StorageOptions) Validate() error {
 	}
 	if o.MaxMemoryMB < 0 {
 		return fmt.Errorf("store: MaxMemoryMB %d is negative", o.MaxMemoryMB)
+	}
+	if o.HistoryEvents < 0 {
+		return fmt.Errorf("store: HistoryEvents %d is negative", o.HistoryEvents)
+	}
+	if o.HistoryBytes < 0 {
+		return fmt.Errorf("store: HistoryBytes %d is negative", o.HistoryBytes)
 	}
 	if o.Backend == BackendMemorySharded {
 		n := o.ShardCount
@@ -175,4 +207,17 @@ func (o StorageOptions) shardCount() int {
 		p <<= 1
 	}
 	return p
+}
+
+// historyBounds returns the history bounds NewPartition uses for o: the
+// defaults for zero, and also for negative values, which Validate rejects.
+func (o StorageOptions) historyBounds() (events int, bytes int64) {
+	events, bytes = o.HistoryEvents, int64(o.HistoryBytes)
+	if events <= 0 {
+		events = DefaultHistoryEvents
+	}
+	if bytes <= 0 {
+		bytes = DefaultHistoryBytes
+	}
+	return events, bytes
 }

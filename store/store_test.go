@@ -9,7 +9,8 @@ import (
 
 func TestStorageOptionsDefaults(t *testing.T) {
 	d := store.DefaultStorageOptions()
-	if d.Backend != store.BackendMemorySharded || d.ShardCount != 256 || d.MaxMemoryMB != 0 {
+	if d.Backend != store.BackendMemorySharded || d.ShardCount != 256 || d.MaxMemoryMB != 0 ||
+		d.HistoryEvents != 10000 || d.HistoryBytes != 8<<20 {
 		t.Fatalf("DefaultStorageOptions() = %+v", d)
 	}
 	if err := d.Validate(); err != nil {
@@ -37,6 +38,9 @@ func TestStorageOptionsValidate(t *testing.T) {
 		{store.StorageOptions{Backend: store.BackendMemory, ShardCount: 100}, ""}, // ignored
 		{store.StorageOptions{MaxMemoryMB: -1}, "MaxMemoryMB -1 is negative"},
 		{store.StorageOptions{Backend: 7}, "Backend 7 is unknown"},
+		{store.StorageOptions{HistoryEvents: 1, HistoryBytes: 1}, ""},
+		{store.StorageOptions{HistoryEvents: -1}, "HistoryEvents -1 is negative"},
+		{store.StorageOptions{HistoryBytes: -2}, "HistoryBytes -2 is negative"},
 	} {
 		err := tc.opts.Validate()
 		switch {
@@ -56,7 +60,13 @@ func TestStringers(t *testing.T) {
 		{store.OpSet.String(), "Set"},
 		{store.OpDelete.String(), "Delete"},
 		{store.OpCAS.String(), "CAS"},
+		{store.OpExpire.String(), "Expire"},
+		{store.OpCompareAndDelete.String(), "CompareAndDelete"},
 		{store.Op(0).String(), "Op(0)"},
+		{store.EventPut.String(), "Put"},
+		{store.EventDelete.String(), "Delete"},
+		{store.EventExpire.String(), "Expire"},
+		{store.EventType(0).String(), "EventType(0)"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
@@ -68,6 +78,7 @@ func TestStringers(t *testing.T) {
 func TestNewPartitionCorrectsInvalidOptions(t *testing.T) {
 	for _, opts := range []store.StorageOptions{
 		{ShardCount: 100}, {ShardCount: -3}, {ShardCount: 1 << 20}, {Backend: 42},
+		{HistoryEvents: -1, HistoryBytes: -1},
 	} {
 		p := store.NewPartition(opts, nil)
 		set(t, p, 1, "k", "v")

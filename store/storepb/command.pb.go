@@ -41,6 +41,11 @@ const (
 	Op_OP_SET         Op = 1
 	Op_OP_DELETE      Op = 2
 	Op_OP_CAS         Op = 3
+	// Remove the key if it still has the version and a deadline: the leader
+	// saw the deadline pass.
+	Op_OP_EXPIRE Op = 4
+	// Remove the key if it has the version.
+	Op_OP_COMPARE_AND_DELETE Op = 5
 )
 
 // Enum value maps for Op.
@@ -50,12 +55,16 @@ var (
 		1: "OP_SET",
 		2: "OP_DELETE",
 		3: "OP_CAS",
+		4: "OP_EXPIRE",
+		5: "OP_COMPARE_AND_DELETE",
 	}
 	Op_value = map[string]int32{
-		"OP_UNSPECIFIED": 0,
-		"OP_SET":         1,
-		"OP_DELETE":      2,
-		"OP_CAS":         3,
+		"OP_UNSPECIFIED":        0,
+		"OP_SET":                1,
+		"OP_DELETE":             2,
+		"OP_CAS":                3,
+		"OP_EXPIRE":             4,
+		"OP_COMPARE_AND_DELETE": 5,
 	}
 )
 
@@ -86,6 +95,59 @@ func (Op) EnumDescriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{0}
 }
 
+// EventType is the kind of a change in a partition's history.
+type EventType int32
+
+const (
+	EventType_EVENT_TYPE_UNSPECIFIED EventType = 0
+	EventType_EVENT_TYPE_PUT         EventType = 1
+	EventType_EVENT_TYPE_DELETE      EventType = 2
+	EventType_EVENT_TYPE_EXPIRE      EventType = 3
+)
+
+// Enum value maps for EventType.
+var (
+	EventType_name = map[int32]string{
+		0: "EVENT_TYPE_UNSPECIFIED",
+		1: "EVENT_TYPE_PUT",
+		2: "EVENT_TYPE_DELETE",
+		3: "EVENT_TYPE_EXPIRE",
+	}
+	EventType_value = map[string]int32{
+		"EVENT_TYPE_UNSPECIFIED": 0,
+		"EVENT_TYPE_PUT":         1,
+		"EVENT_TYPE_DELETE":      2,
+		"EVENT_TYPE_EXPIRE":      3,
+	}
+)
+
+func (x EventType) Enum() *EventType {
+	p := new(EventType)
+	*p = x
+	return p
+}
+
+func (x EventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[1].Descriptor()
+}
+
+func (EventType) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[1]
+}
+
+func (x EventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventType.Descriptor instead.
+func (EventType) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
+
 // Command is one client write.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -93,9 +155,13 @@ type Command struct {
 	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// The new value for OP_SET and OP_CAS; ignored by OP_DELETE.
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	// OP_CAS only: the version the key must currently have (0: the key must be
-	// absent).
-	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// The version the key must currently have: OP_CAS (0: the key must be
+	// absent), OP_EXPIRE and OP_COMPARE_AND_DELETE (never 0).
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// OP_SET and OP_CAS: unix nanoseconds after which the key is gone; 0 (or
+	// absent) for never. Nodes that predate this field skip it and keep the
+	// key forever, so a cluster uses it only once every node knows it.
+	ExpiresAt     int64 `protobuf:"varint,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +224,13 @@ func (x *Command) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Command) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 // Batch is the payload of one Raft log entry: commands applied in order.
 type Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -208,12 +281,19 @@ func (x *Batch) GetCommands() []*Command {
 // framing of google.golang.org/protobuf/encoding/protodelim).
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Layout of the records that follow; currently 1.
+	// Layout of the records that follow: 1 (entries only) or 2 (entries with
+	// deadlines, then the partition's history of changes).
 	FormatVersion uint32 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
 	// The highest log index whose effects the snapshot contains.
 	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// The number of SnapshotEntry records that follow the header.
-	EntryCount    uint64 `protobuf:"varint,3,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
+	EntryCount uint64 `protobuf:"varint,3,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
+	// Format 2: the number of SnapshotEvent records that follow the entries.
+	EventCount uint64 `protobuf:"varint,4,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	// Format 2: the history holds every change whose version is above this
+	// position (applied_index<<16 | 0xFFFF is everything applied). Format 1
+	// has no history: its floor is the snapshot's own position.
+	HistoryFloor  uint64 `protobuf:"varint,5,opt,name=history_floor,json=historyFloor,proto3" json:"history_floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,12 +349,28 @@ func (x *SnapshotHeader) GetEntryCount() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetEventCount() uint64 {
+	if x != nil {
+		return x.EventCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetHistoryFloor() uint64 {
+	if x != nil {
+		return x.HistoryFloor
+	}
+	return 0
+}
+
 // SnapshotEntry is one key of a partition at the snapshot's applied index.
 type SnapshotEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Key     []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value   []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Version uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Format 2: the key's deadline in unix nanoseconds, 0 for none.
+	ExpiresAt     int64 `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,34 +426,144 @@ func (x *SnapshotEntry) GetVersion() uint64 {
 	return 0
 }
 
+func (x *SnapshotEntry) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+// SnapshotEvent is one change of the partition's history, oldest first,
+// after the entries of a format 2 snapshot.
+type SnapshotEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=gridkv.store.v1.EventType" json:"type,omitempty"`
+	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The value written, EVENT_TYPE_PUT only.
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// The version of the change: for a put, the version written; for a
+	// delete or an expiry, the version of the command that removed the key.
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// EVENT_TYPE_PUT only: the deadline written, 0 for none.
+	ExpiresAt     int64 `protobuf:"varint,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEvent) Reset() {
+	*x = SnapshotEvent{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEvent) ProtoMessage() {}
+
+func (x *SnapshotEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEvent.ProtoReflect.Descriptor instead.
+func (*SnapshotEvent) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SnapshotEvent) GetType() EventType {
+	if x != nil {
+		return x.Type
+	}
+	return EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *SnapshotEvent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *SnapshotEvent) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *SnapshotEvent) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SnapshotEvent) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x0fgridkv.store.v1\"p\n" +
+	"\rcommand.proto\x12\x0fgridkv.store.v1\"\x8f\x01\n" +
 	"\aCommand\x12#\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x13.gridkv.store.v1.OpR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"=\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\x03R\texpiresAt\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.gridkv.store.v1.CommandR\bcommands\"}\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.gridkv.store.v1.CommandR\bcommands\"\xc3\x01\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\ventry_count\x18\x03 \x01(\x04R\n" +
-	"entryCount\"Q\n" +
+	"entryCount\x12\x1f\n" +
+	"\vevent_count\x18\x04 \x01(\x04R\n" +
+	"eventCount\x12#\n" +
+	"\rhistory_floor\x18\x05 \x01(\x04R\fhistoryFloor\"p\n" +
 	"\rSnapshotEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion*?\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"\xa0\x01\n" +
+	"\rSnapshotEvent\x12.\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1a.gridkv.store.v1.EventTypeR\x04type\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\x03R\texpiresAt*i\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
 	"\tOP_DELETE\x10\x02\x12\n" +
 	"\n" +
-	"\x06OP_CAS\x10\x03B,Z*github.com/feellmoose/gridkv/store/storepbb\x06proto3"
+	"\x06OP_CAS\x10\x03\x12\r\n" +
+	"\tOP_EXPIRE\x10\x04\x12\x19\n" +
+	"\x15OP_COMPARE_AND_DELETE\x10\x05*i\n" +
+	"\tEventType\x12\x1a\n" +
+	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eEVENT_TYPE_PUT\x10\x01\x12\x15\n" +
+	"\x11EVENT_TYPE_DELETE\x10\x02\x12\x15\n" +
+	"\x11EVENT_TYPE_EXPIRE\x10\x03B,Z*github.com/feellmoose/gridkv/store/storepbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -371,23 +577,26 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_command_proto_goTypes = []any{
 	(Op)(0),                // 0: gridkv.store.v1.Op
-	(*Command)(nil),        // 1: gridkv.store.v1.Command
-	(*Batch)(nil),          // 2: gridkv.store.v1.Batch
-	(*SnapshotHeader)(nil), // 3: gridkv.store.v1.SnapshotHeader
-	(*SnapshotEntry)(nil),  // 4: gridkv.store.v1.SnapshotEntry
+	(EventType)(0),         // 1: gridkv.store.v1.EventType
+	(*Command)(nil),        // 2: gridkv.store.v1.Command
+	(*Batch)(nil),          // 3: gridkv.store.v1.Batch
+	(*SnapshotHeader)(nil), // 4: gridkv.store.v1.SnapshotHeader
+	(*SnapshotEntry)(nil),  // 5: gridkv.store.v1.SnapshotEntry
+	(*SnapshotEvent)(nil),  // 6: gridkv.store.v1.SnapshotEvent
 }
 var file_command_proto_depIdxs = []int32{
 	0, // 0: gridkv.store.v1.Command.op:type_name -> gridkv.store.v1.Op
-	1, // 1: gridkv.store.v1.Batch.commands:type_name -> gridkv.store.v1.Command
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 1: gridkv.store.v1.Batch.commands:type_name -> gridkv.store.v1.Command
+	1, // 2: gridkv.store.v1.SnapshotEvent.type:type_name -> gridkv.store.v1.EventType
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -400,8 +609,8 @@ func file_command_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   4,
+			NumEnums:      2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

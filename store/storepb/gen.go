@@ -6,6 +6,8 @@
 // bytes match.
 package storepb
 
-// Regenerate with protoc 3.21+ and protoc-gen-go v1.36.12
-// (go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12):
+// Regenerate with protoc 3.21+ and protoc-gen-go v1.36.12 on PATH
+// (go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12, or
+// go build -o DIR google.golang.org/protobuf/cmd/protoc-gen-go inside this
+// module, which pins that version):
 //go:generate protoc --proto_path=. --go_out=. --go_opt=paths=source_relative command.proto
