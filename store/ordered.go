@@ -87,6 +87,22 @@ func (p *Partition) GetEntry(key string, now int64) (Entry, bool) {
 	return Entry{Key: key, Value: copyValue(r.value()), Version: r.version(), ExpiresAt: r.expiresAt()}, true
 }
 
+// ExpiredVersion returns key's version if the key exists with a deadline no
+// later than now (unix nanoseconds), else 0. A leader about to write a key
+// that has expired but not yet been expired proposes its expiry first, so
+// watchers see the expiry before the new value. It copies nothing.
+func (p *Partition) ExpiredVersion(key string, now int64) uint64 {
+	h := keyHash(key)
+	s := p.table.Load().shardFor(h)
+	s.mu.RLock()
+	r := s.get(h, key)
+	s.mu.RUnlock()
+	if !r.exists() || !r.expired(now) {
+		return 0
+	}
+	return r.version()
+}
+
 // List returns up to limit entries whose key starts with prefix and is
 // greater than startAfter, in byte order of key, leaving out keys whose
 // deadline is no later than now (unix nanoseconds). Values are copies the

@@ -121,6 +121,9 @@ type Result struct {
 	// Delete, OpCompareAndDelete or OpExpire that removed the key, the
 	// version removed; for a Delete of an absent key, 0.
 	Version uint64
+	// ExpiresAt is, where Value is set, the key's deadline in Unix
+	// nanoseconds (0: none). Callers reading a key fill it in the same way.
+	ExpiresAt int64
 	// Value is set only when a CAS or OpCompareAndDelete fails on
 	// ErrVersionMismatch and the key exists: a copy of its current value, so
 	// the caller can retry without another read.
@@ -256,7 +259,7 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 			if current != c.Version { // Version is never 0: fails when absent
 				r.Err, r.Version = ErrVersionMismatch, current
 				if old.exists() {
-					r.Value = copyValue(old.value())
+					r.Value, r.ExpiresAt = copyValue(old.value()), old.expiresAt()
 				}
 				continue
 			}
@@ -276,7 +279,7 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 			if current != c.Version {
 				r.Err, r.Version = ErrVersionMismatch, current
 				if old.exists() {
-					r.Value = copyValue(old.value())
+					r.Value, r.ExpiresAt = copyValue(old.value()), old.expiresAt()
 				}
 				continue
 			}
