@@ -36,7 +36,7 @@ func opResponseSize(r *opResponse) int {
 // appendOpRequest appends r as a msgpack map.
 func appendOpRequest(b []byte, r *OpRequest) []byte {
 	n := 4 // p, o, k, t
-	for _, present := range [...]bool{len(r.Value) > 0, r.Version != 0, r.Stale, r.Ack != 0, r.Replicas != 0, r.VouchServer != "", r.VouchTerm != 0} {
+	for _, present := range [...]bool{len(r.Value) > 0, r.Version != 0, r.Stale, r.Ack != 0, r.Replicas != 0, r.VouchServer != "", r.VouchTerm != 0, r.TTLMS != 0} {
 		if present {
 			n++
 		}
@@ -66,6 +66,9 @@ func appendOpRequest(b []byte, r *OpRequest) []byte {
 	if r.VouchTerm != 0 {
 		b = appendUint(appendStr(b, "vt"), r.VouchTerm)
 	}
+	if r.TTLMS != 0 {
+		b = appendInt(appendStr(b, "ttl"), r.TTLMS)
+	}
 	return appendInt(appendStr(b, "t"), r.TimeoutMS)
 }
 
@@ -94,6 +97,8 @@ func decodeOpRequest(b []byte, r *OpRequest) ([]byte, error) {
 			r.VouchServer, rest, err = readString(b)
 		case "vt":
 			r.VouchTerm, rest, err = readIntAs[uint64](b)
+		case "ttl":
+			r.TTLMS, rest, err = readIntAs[int64](b)
 		case "t":
 			r.TimeoutMS, rest, err = readIntAs[int64](b)
 		default:

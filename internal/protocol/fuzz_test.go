@@ -298,3 +298,138 @@ func TestUnmarshalDoesNotTrustDeclaredLengths(t *testing.T) {
 		}
 	}
 }
+
+// FuzzListRequest feeds arbitrary bytes to the handler of list requests. It must not panic;
+// it refuses the bytes as a bad message, or answers with a page that decodes, in key order,
+// within the limit asked.
+func FuzzListRequest(f *testing.F) {
+	for _, r := range []listRequest{
+		{Partition: 0, Prefix: "a", Limit: 10, TimeoutMS: 1000},
+		{Partition: 1, StartAfter: "k", Limit: 0},
+		{Partition: -1, Limit: 5},
+		{Partition: 0, Limit: MaxListLimit + 1},
+		{Partition: 0, Prefix: strings.Repeat("p", store.MaxKeySize+1), Limit: 1},
+		{Partition: 2, Stale: true, VouchServer: "x", VouchTerm: 3, Limit: 100},
+	} {
+		f.Add(mustMarshal(f, &r))
+	}
+	f.Add([]byte{0x81, 0xa1, 'l', 0xd2, 0xff, 0xff, 0xff, 0xff}) // a limit of -1
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	n := startTestNode(f)
+	ctx := context.Background()
+	for i := range 20 {
+		key := fmt.Sprint("a", i)
+		p := ring.PartitionOf(key, testPartitions)
+		if _, err := n.backend.Write(ctx, p, store.Command{Op: store.OpSet, Key: key, Value: []byte("v")}, raftgroup.WriteLevel{}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := n.server.serveList(ctx, "fuzz", data)
+		if err != nil {
+			if out != nil || !errors.Is(err, ErrBadMessage) {
+				t.Fatalf("rejection returned %d bytes and %v, want none and ErrBadMessage", len(out), err)
+			}
+			return
+		}
+		var req listRequest
+		if err := Unmarshal(data, &req); err != nil {
+			t.Fatalf("serveList accepted bytes that do not decode: %v", err)
+		}
+		var resp listResponse
+		if err := Unmarshal(out, &resp); err != nil {
+			t.Fatalf("the answer does not decode: %v", err)
+		}
+		if resp.Code == codeOK && len(resp.Entries) > max(req.Limit, 0) {
+			t.Fatalf("%d entries for a limit of %d", len(resp.Entries), req.Limit)
+		}
+		for i := 1; i < len(resp.Entries); i++ {
+			if resp.Entries[i].Key <= resp.Entries[i-1].Key {
+				t.Fatalf("entries out of order: %q after %q", resp.Entries[i].Key, resp.Entries[i-1].Key)
+			}
+		}
+	})
+}
+
+// FuzzEventsRequest feeds arbitrary bytes to the handler of requests for changes: no panic,
+// no wait beyond the request's bound, and an answer that decodes.
+func FuzzEventsRequest(f *testing.F) {
+	for _, r := range []eventsRequest{
+		{Partition: 0, After: 0, Max: 10},
+		{Partition: 1, After: 5, Prefix: "a", Max: 1, WaitMS: 1},
+		{Partition: 0, Max: 0},
+		{Partition: 0, Max: MaxEvents + 1},
+		{Partition: 9, Max: 3},
+		{Partition: 0, Max: 3, WaitMS: -5},
+	} {
+		f.Add(mustMarshal(f, &r))
+	}
+	f.Add([]byte{0x81, 0xa1, 'n', 0xce, 0xff, 0xff, 0xff, 0xff})
+	n := startTestNode(f)
+	n.backend.events = []store.Event{{Type: store.EventPut, Key: "a", Value: []byte("v"), Version: 7}, {Type: store.EventDelete, Key: "b", Version: 9}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req eventsRequest
+		if err := Unmarshal(data, &req); err == nil && req.WaitMS > 100 {
+			return // a long wait is allowed, and would only slow the fuzzer
+		}
+		out, err := n.server.serveEvents(context.Background(), "fuzz", data)
+		if err != nil {
+			if out != nil || !errors.Is(err, ErrBadMessage) {
+				t.Fatalf("rejection returned %d bytes and %v, want none and ErrBadMessage", len(out), err)
+			}
+			return
+		}
+		var resp eventsResponse
+		if err := Unmarshal(out, &resp); err != nil {
+			t.Fatalf("the answer does not decode: %v", err)
+		}
+		if resp.Code == codeOK && len(resp.Events) > req.Max {
+			t.Fatalf("%d events for a maximum of %d", len(resp.Events), req.Max)
+		}
+	})
+}
+
+// answerWith is a Caller whose every call is answered with the same bytes.
+type answerWith []byte
+
+func (a answerWith) Call(context.Context, string, uint8, []byte) ([]byte, error) { return a, nil }
+
+// FuzzConfigAnswers feeds arbitrary bytes to the client's reading of list and change answers,
+// as a peer could send them: no panic, and whatever is accepted is in order and within what
+// was asked.
+func FuzzConfigAnswers(f *testing.F) {
+	f.Add(mustMarshal(f, &listResponse{Entries: []wireEntry{{Key: "a", Version: 1}, {Key: "b", Version: 2}}, More: true, Position: 9}))
+	f.Add(mustMarshal(f, &listResponse{Entries: []wireEntry{{Key: "b"}, {Key: "a"}}}))
+	f.Add(mustMarshal(f, &eventsResponse{Events: []wireEvent{{Type: 1, Key: "a", Version: 5}, {Type: 3, Key: "a", Version: 6}}, Next: 6}))
+	f.Add(mustMarshal(f, &eventsResponse{Events: []wireEvent{{Type: 9, Key: "a", Version: 5}}, Next: 1}))
+	f.Add(mustMarshal(f, &eventsResponse{Code: codeCompacted, Msg: "gone"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := NewClient(answerWith(data), 1<<20, nil)
+		defer c.Close()
+		ctx := context.Background()
+		res, err := c.List(ctx, "peer", 0, ListPage{Limit: 5}, ReadMode{})
+		if err == nil {
+			if len(res.Entries) > 5 {
+				t.Fatalf("%d entries accepted for a limit of 5", len(res.Entries))
+			}
+			for i := 1; i < len(res.Entries); i++ {
+				if res.Entries[i].Key <= res.Entries[i-1].Key {
+					t.Fatal("entries out of order accepted")
+				}
+			}
+		}
+		events, next, err := c.Events(ctx, "peer", 0, 4, "", 3, 0)
+		if err == nil {
+			last := uint64(4)
+			for _, e := range events {
+				if e.Version <= last || e.Type < store.EventPut || e.Type > store.EventExpire {
+					t.Fatalf("event %+v accepted out of order or of unknown type", e)
+				}
+				last = e.Version
+			}
+			if len(events) > 3 || next < last {
+				t.Fatalf("%d events and next %d after %d accepted", len(events), next, last)
+			}
+		}
+	})
+}

@@ -3,6 +3,8 @@ package protocol
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -26,6 +28,7 @@ type memBackend struct {
 	mu      sync.Mutex // guards entries and version
 	entries map[string]store.Result
 	version uint64
+	events  []store.Event
 	// onWrite, when set, runs before every write (a test's hook: panics, gates).
 	onWrite func(key string)
 }
@@ -83,6 +86,41 @@ func (b *memBackend) CheckTerms(checks []raftgroup.TermCheck) []bool {
 
 func (b *memBackend) RemovedFromGroup(p int, id string) (bool, error) { return id == "gone", nil }
 
+// List lists the keys of partition p in order, as one page.
+func (b *memBackend) List(ctx context.Context, p int, page ListPage, read ReadMode) (ListResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var keys []string
+	for k := range b.entries {
+		if ring.PartitionOf(k, testPartitions) == p && strings.HasPrefix(k, page.Prefix) && k > page.StartAfter {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	res := ListResult{Position: b.version}
+	if len(keys) > page.Limit {
+		keys, res.More = keys[:page.Limit], true
+	}
+	for _, k := range keys {
+		e := b.entries[k]
+		res.Entries = append(res.Entries, store.Entry{Key: k, Value: e.Value, Version: e.Version})
+	}
+	return res, nil
+}
+
+// Events has no history: it answers with the events a test put in b.events.
+func (b *memBackend) Events(ctx context.Context, p int, after uint64, prefix string, max int) ([]store.Event, uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []store.Event
+	for _, e := range b.events {
+		if e.Version > after && strings.HasPrefix(e.Key, prefix) && len(out) < max {
+			out = append(out, e)
+		}
+	}
+	return out, b.version, nil
+}
+
 // testNode is a transport on loopback with a Server over a memBackend and a Client: it
 // forwards to itself.
 type testNode struct {
@@ -100,7 +138,7 @@ func startTestNode(t testing.TB) *testNode {
 		t.Fatal(err)
 	}
 	n := &testNode{trans: trans, backend: newMemBackend()}
-	n.server = NewServer(n.backend, testPartitions, nil)
+	n.server = NewServer(n.backend, testPartitions, transport.DefaultNetworkOptions().MaxFrameSize, nil)
 	n.server.Register(trans)
 	n.client = NewClient(trans, transport.DefaultNetworkOptions().MaxFrameSize, nil)
 	t.Cleanup(func() {

@@ -17,6 +17,8 @@ const (
 	kindRemoved     uint8 = 3 // a replica asking its group's leader whether it was removed for good
 	kindOpBatch     uint8 = 4 // several kindOp requests in one msgpack array, answered in order
 	kindTermChecks  uint8 = 5 // a leader's term checks for linearizable reads (raftgroup.TermCheck)
+	kindList        uint8 = 6 // a page of one partition's keys, in order
+	kindEvents      uint8 = 7 // one partition's changes after a position, waiting for some
 )
 
 // OpKind is the operation of a forwarded request.
@@ -28,6 +30,7 @@ const (
 	OpSet
 	OpDelete
 	OpCAS
+	OpCompareAndDelete
 )
 
 // OpFor returns the forwarded operation that carries a store command of kind op.
@@ -37,6 +40,8 @@ func OpFor(op store.Op) OpKind {
 		return OpSet
 	case store.OpDelete:
 		return OpDelete
+	case store.OpCompareAndDelete:
+		return OpCompareAndDelete
 	default:
 		return OpCAS
 	}
@@ -58,7 +63,10 @@ type OpRequest struct {
 	VouchTerm   uint64 `msgpack:"vt,omitempty"`
 	Ack         int    `msgpack:"a,omitempty"`
 	Replicas    int    `msgpack:"r,omitempty"`
-	TimeoutMS   int64  `msgpack:"t"`
+	// TTLMS is WithTTL's duration in milliseconds: the leader sets the deadline when it
+	// proposes the write.
+	TTLMS     int64 `msgpack:"ttl,omitempty"`
+	TimeoutMS int64 `msgpack:"t"`
 }
 
 // Response codes of an opResponse; each maps to one error on the caller's side.
@@ -72,6 +80,7 @@ const (
 	codeClosed
 	codeInvalid
 	codeFailed
+	codeCompacted // a watch position older than the history kept
 )
 
 // opResponse is the answer to one OpRequest.
@@ -133,6 +142,8 @@ func encodeError(err error, resp *opResponse) {
 		resp.Code = codeClosed
 	case errors.Is(err, store.ErrInvalidKey), errors.Is(err, store.ErrValueTooLarge):
 		resp.Code = codeInvalid
+	case errors.Is(err, store.ErrCompacted):
+		resp.Code = codeCompacted
 	default:
 		resp.Code = codeFailed
 	}
@@ -161,6 +172,8 @@ func decodeError(p int, resp *opResponse) error {
 		return &raftgroup.NotLeaderError{Group: p}
 	case codeInvalid:
 		return fmt.Errorf("%w: %s", store.ErrInvalidKey, resp.Msg)
+	case codeCompacted:
+		return fmt.Errorf("%w: %s", store.ErrCompacted, resp.Msg)
 	default:
 		return fmt.Errorf("%w: %s", errRemote, resp.Msg)
 	}

@@ -30,6 +30,12 @@ type Backend interface {
 	// RemovedFromGroup answers, as partition p's leader, whether server ID id is out of the
 	// group for good (raftgroup.Group.RemovedFromGroup).
 	RemovedFromGroup(p int, id string) (bool, error)
+	// List reads a page of partition p from this node's replica once read's confirmation
+	// (if any) succeeds (store.Partition.List).
+	List(ctx context.Context, p int, page ListPage, read ReadMode) (ListResult, error)
+	// Events returns partition p's changes after position after, from this node's replica,
+	// waiting until ctx ends for one if there is none yet (store.Partition.Events).
+	Events(ctx context.Context, p int, after uint64, prefix string, max int) ([]store.Event, uint64, error)
 }
 
 // ReadMode is how a forwarded read is confirmed before the replica answers it.
@@ -53,15 +59,17 @@ type Registrar interface {
 type Server struct {
 	backend    Backend
 	partitions int
+	maxAnswer  int // bytes of entries or events in one answer
 	logger     *slog.Logger
 }
 
-// NewServer returns a Server for a cluster of partitions partitions; logger may be nil.
-func NewServer(backend Backend, partitions int, logger *slog.Logger) *Server {
+// NewServer returns a Server for a cluster of partitions partitions whose transport carries
+// frames of at most maxFrame bytes; logger may be nil.
+func NewServer(backend Backend, partitions, maxFrame int, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{backend: backend, partitions: partitions, logger: logger}
+	return &Server{backend: backend, partitions: partitions, maxAnswer: maxFrame / 2, logger: logger}
 }
 
 // Register installs the Server's handlers, one per request kind.
@@ -71,6 +79,8 @@ func (s *Server) Register(r Registrar) {
 	r.Handle(kindWaitApplied, s.serveWaitApplied)
 	r.Handle(kindRemoved, s.serveRemoved)
 	r.Handle(kindTermChecks, s.serveTermChecks)
+	r.Handle(kindList, s.serveList)
+	r.Handle(kindEvents, s.serveEvents)
 }
 
 // serveOp runs a forwarded operation against this node's own replica.
@@ -118,11 +128,21 @@ func (s *Server) runOp(ctx context.Context, req *OpRequest) (store.Result, error
 		cmd.Op = store.OpDelete
 	case OpCAS:
 		cmd.Op = store.OpCAS
+	case OpCompareAndDelete:
+		cmd.Op = store.OpCompareAndDelete
 	default:
 		return store.Result{}, fmt.Errorf("%w: unknown operation %d", store.ErrInvalidKey, req.Op)
 	}
 	if err := store.CheckValue(cmd.Value); err != nil {
 		return store.Result{}, err
+	}
+	if req.TTLMS < 0 {
+		return store.Result{}, fmt.Errorf("%w: TTL of %d ms", store.ErrInvalidKey, req.TTLMS)
+	}
+	if req.TTLMS > 0 && (cmd.Op == store.OpSet || cmd.Op == store.OpCAS) {
+		// The deadline runs from now, on the node that proposes the write: the leader, or
+		// the request is refused as not led here.
+		cmd.ExpiresAt = time.Now().Add(time.Duration(req.TTLMS) * time.Millisecond).UnixNano()
 	}
 	level := raftgroup.WriteLevel{Ack: raftgroup.Ack(req.Ack), Replicas: req.Replicas}
 	return s.backend.Write(ctx, req.Partition, cmd, level)
