@@ -3,6 +3,7 @@ package gridkv
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/feellmoose/gridkv/membership"
@@ -70,6 +71,7 @@ func (kv *GridKV) convergeTick(deadSince map[string]time.Time, offset int) map[s
 			kv.groups.Drop(p)
 		case g.IsLeader():
 			leads = append(leads, p)
+			kv.expireDue(g)
 			if changes >= kv.cfg.timings.MaxChangesPerTick {
 				continue
 			}
@@ -100,8 +102,57 @@ func (kv *GridKV) convergeTick(deadSince map[string]time.Time, offset int) map[s
 	}
 	slices.Sort(leads)
 	kv.members.SetLeads(leads)
+	kv.noteHosted()
 	return deadSince
 }
+
+// noteHosted tells the watch hub when the replicas this node hosts changed since the last
+// tick: its watchers read a partition from the local replica when there is one.
+func (kv *GridKV) noteHosted() {
+	hosted := make([]bool, kv.cfg.partitions)
+	for _, g := range kv.groups.Hosted() {
+		hosted[g.ID()] = true
+	}
+	if !slices.Equal(hosted, kv.hosted) {
+		kv.hosted = hosted
+		kv.hub.SourcesChanged()
+	}
+}
+
+// expireDue has g, which this node leads, propose the expiry of its keys whose deadline has
+// passed by this node's clock, at most one round of proposals per group at a time. Replicas
+// never expire keys on their own: every expiry is a command in the log.
+func (kv *GridKV) expireDue(g *raftgroup.Group) {
+	p := g.ID()
+	if kv.expiring[p].Load() {
+		return
+	}
+	cmds := g.Partition().Expired(time.Now().UnixNano(), maxExpiriesPerTick)
+	if len(cmds) == 0 {
+		return
+	}
+	kv.expiring[p].Store(true)
+	kv.wg.Add(1)
+	go func() {
+		defer kv.wg.Done()
+		defer kv.expiring[p].Store(false)
+		ctx, cancel := context.WithTimeout(kv.bg, kv.cfg.timings.Raft.ApplyTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, cmd := range cmds {
+			wg.Go(func() {
+				// The proposals share log entries; a key rewritten meanwhile is left alone.
+				if _, err := g.Propose(ctx, cmd, raftgroup.WriteLevel{Ack: raftgroup.AckCommit}); err != nil && ctx.Err() == nil {
+					kv.cfg.logger.Debug("proposing an expiry", "partition", p, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// maxExpiriesPerTick bounds the expiries a leader proposes per group and convergence tick.
+const maxExpiriesPerTick = 1024
 
 // pokeConvergence runs on membership changes: the convergence loop takes a fresh look at once
 // instead of at its next tick. It may run before NewGridKV returns, so it touches nothing but

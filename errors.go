@@ -30,6 +30,10 @@ var (
 	// differ from those of the cluster it joined; the error names both values. The node
 	// leaves again, and the cluster goes on as before.
 	ErrClusterMismatch = errors.New("gridkv: settings differ from the cluster's")
+	// ErrCompacted ends a Watch whose starting point, or whose consumer, fell behind the
+	// changes the cluster keeps (Storage.HistoryEvents and HistoryBytes per partition): List
+	// again and watch from the new page's Cursor.
+	ErrCompacted = store.ErrCompacted
 )
 
 // Limits on keys and values.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv/internal/protocol"
+	"github.com/feellmoose/gridkv/internal/watch"
 	"github.com/feellmoose/gridkv/membership"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/store"
@@ -39,6 +40,16 @@ type GridKV struct {
 	// peers sends this node's requests to other nodes: forwarded operations, batched per
 	// peer, and the calls the groups make.
 	peers *protocol.Client
+	// hub serves this node's watchers.
+	hub *watch.Hub
+	// hosted is which partitions this node hosted at the last convergence tick; only the
+	// convergence loop uses it.
+	hosted []bool
+	// expiring[p] is set while partition p's expiries are being proposed.
+	expiring []atomic.Bool
+	// bg is cancelled when Close begins: work the node started on its own stops.
+	bg       context.Context
+	cancelBG context.CancelFunc
 
 	closed    atomic.Bool
 	done      chan struct{}
@@ -67,6 +78,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
 	}
+	kv.bg, kv.cancelBG = context.WithCancel(context.Background())
 	log := cfg.logger.With("node", cfg.nodeID)
 
 	if addr := cfg.unprotectedExposure(); addr != "" {
@@ -116,6 +128,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	}
 	kv.cfg = cfg
 	kv.hints = make([]atomic.Pointer[leaderHint], cfg.partitions)
+	kv.expiring = make([]atomic.Bool, cfg.partitions)
 	kv.groups = raftgroup.NewManager(raftgroup.Config{
 		NodeID:       cfg.nodeID,
 		Incarnation:  kv.incarnation,
@@ -129,7 +142,14 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Tuning:       cfg.timings.Raft,
 		Logger:       log,
 	})
-	protocol.NewServer(replicas{kv}, cfg.partitions, log).Register(kv.trans)
+	kv.hub = watch.NewHub(watch.Config{
+		Partitions:   cfg.partitions,
+		Local:        kv.localSource,
+		Fetch:        kv.fetchEvents,
+		MirrorEvents: cfg.storage.HistoryEvents,
+		Logger:       log,
+	})
+	protocol.NewServer(replicas{kv}, cfg.partitions, cfg.network.MaxFrameSize, log).Register(kv.trans)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
 	if bootstrap {
@@ -182,6 +202,7 @@ func (kv *GridKV) Close() error {
 	kv.closeOnce.Do(func() {
 		kv.closed.Store(true)
 		close(kv.done)
+		kv.cancelBG()
 		kv.peers.Close()
 		kv.wg.Wait()
 		kv.handOffLeadership()
@@ -199,6 +220,10 @@ func (kv *GridKV) Close() error {
 // shutdown stops groups, gossip and the transport, in that order: groups still talk over the
 // transport while they stop.
 func (kv *GridKV) shutdown() error {
+	kv.cancelBG()
+	if kv.hub != nil {
+		kv.hub.Close()
+	}
 	kv.peers.Close()
 	if kv.groups != nil {
 		kv.groups.Close()

@@ -17,14 +17,22 @@ type Entry struct {
 	Key     string
 	Value   []byte
 	Version uint64
+	// ExpiresAt is when a key written WithTTL expires, by the clock of the partition leader
+	// that applied the write; zero for a key that never does.
+	ExpiresAt time.Time
 }
 
-// Set stores value under key. The value is copied; the caller may reuse it.
+// Set stores value under key. The value is copied; the caller may reuse it. WithTTL makes the
+// key expire.
 func (kv *GridKV) Set(ctx context.Context, key string, value []byte, opts ...Option) error {
 	if err := kv.checkWrite(key, value); err != nil {
 		return err
 	}
-	_, err := kv.write(ctx, store.Command{Op: store.OpSet, Key: key, Value: value})
+	o, err := gather(opts)
+	if err != nil {
+		return err
+	}
+	_, err = kv.write(ctx, store.Command{Op: store.OpSet, Key: key, Value: value}, o.ttl)
 	return err
 }
 
@@ -33,11 +41,28 @@ func (kv *GridKV) Delete(ctx context.Context, key string, opts ...Option) error 
 	if err := kv.checkKey(key); err != nil {
 		return err
 	}
-	_, err := kv.write(ctx, store.Command{Op: store.OpDelete, Key: key})
+	_, err := kv.write(ctx, store.Command{Op: store.OpDelete, Key: key}, 0)
 	if errors.Is(err, store.ErrKeyNotFound) {
 		return nil
 	}
 	return err
+}
+
+// CompareAndDelete removes key only if its current version equals version, which must not be
+// 0. On mismatch it returns ErrVersionMismatch and the current entry (Version 0 if absent).
+// Watchers see EventDelete.
+func (kv *GridKV) CompareAndDelete(ctx context.Context, key string, version uint64, opts ...Option) (Entry, error) {
+	if err := kv.checkKey(key); err != nil {
+		return Entry{}, err
+	}
+	if version == 0 {
+		return Entry{}, fmt.Errorf("gridkv: CompareAndDelete of %q at version 0: a key that does not exist cannot be deleted", key)
+	}
+	res, err := kv.write(ctx, store.Command{Op: store.OpCompareAndDelete, Key: key, Version: version}, 0)
+	if errors.Is(err, store.ErrVersionMismatch) {
+		return kv.currentEntry(key, res), err
+	}
+	return Entry{}, err
 }
 
 // CompareAndSwap writes value only if the key's current version equals version (0: only if
@@ -48,15 +73,36 @@ func (kv *GridKV) CompareAndSwap(ctx context.Context, key string, version uint64
 	if err := kv.checkWrite(key, value); err != nil {
 		return Entry{}, err
 	}
-	res, err := kv.write(ctx, store.Command{Op: store.OpCAS, Key: key, Value: value, Version: version})
+	o, err := gather(opts)
+	if err != nil {
+		return Entry{}, err
+	}
+	res, err := kv.write(ctx, store.Command{Op: store.OpCAS, Key: key, Value: value, Version: version}, o.ttl)
 	switch {
 	case err == nil:
-		return Entry{Key: key, Value: append([]byte(nil), value...), Version: res.Version}, nil
+		return Entry{Key: key, Value: append([]byte(nil), value...), Version: res.Version, ExpiresAt: unixTime(res.ExpiresAt)}, nil
 	case errors.Is(err, store.ErrVersionMismatch):
-		return Entry{Key: key, Value: res.Value, Version: res.Version}, err
+		return kv.currentEntry(key, res), err
 	default:
 		return Entry{}, err
 	}
+}
+
+// currentEntry is the entry a failed compare-and-swap or -delete found: absent (Version 0)
+// when it had expired by this node's clock, though its expiry had not applied yet.
+func (kv *GridKV) currentEntry(key string, res store.Result) Entry {
+	if res.ExpiresAt != 0 && res.ExpiresAt <= time.Now().UnixNano() {
+		return Entry{Key: key}
+	}
+	return Entry{Key: key, Value: res.Value, Version: res.Version, ExpiresAt: unixTime(res.ExpiresAt)}
+}
+
+// unixTime is t, in Unix nanoseconds, as a time.Time; zero for 0.
+func unixTime(t int64) time.Time {
+	if t == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, t)
 }
 
 // Get returns a copy of key's value, or ErrKeyNotFound.
@@ -75,15 +121,7 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	if kv.closed.Load() {
 		return Entry{}, ErrClosed
 	}
-	stale, fellBack := !kv.cfg.readLinearizable(), false
-	for _, o := range opts {
-		switch o.consistency {
-		case Linearizable:
-			stale = false
-		case Stale:
-			stale = true
-		}
-	}
+	stale, fellBack := kv.readStale(opts), false
 	p := ring.PartitionOf(key, kv.cfg.partitions)
 	if stale {
 		if g := kv.groups.Group(p); g != nil {
@@ -100,9 +138,11 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 		// older than anything this node returned before.
 		fellBack = true
 	}
-	resp, err := kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
+	resp, err := route(kv, ctx, p, func(g *raftgroup.Group) (store.Result, error) {
 		return readReplica(ctx, g, key, g.ReadIndex)
-	}, &protocol.OpRequest{Partition: p, Op: protocol.OpGet, Key: key})
+	}, func(addr string) (store.Result, error) {
+		return kv.forward(ctx, addr, &protocol.OpRequest{Partition: p, Op: protocol.OpGet, Key: key})
+	})
 	if err != nil && !errors.Is(err, store.ErrKeyNotFound) {
 		return Entry{}, err
 	}
@@ -116,7 +156,19 @@ func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Ent
 	if err != nil {
 		return Entry{}, err
 	}
-	return Entry{Key: key, Value: resp.Value, Version: resp.Version}, nil
+	return Entry{Key: key, Value: resp.Value, Version: resp.Version, ExpiresAt: unixTime(resp.ExpiresAt)}, nil
+}
+
+// readStale reports whether a read with opts is served stale: WithConsistency if given, else
+// what ReadQuorum and WriteQuorum imply.
+func (kv *GridKV) readStale(opts []Option) bool {
+	stale := !kv.cfg.readLinearizable()
+	for _, o := range opts {
+		if o.kind == optConsistency {
+			stale = o.consistency == Stale
+		}
+	}
+	return stale
 }
 
 // readReplica reads key from g once readIndex (nil for a stale read) returns, and reports the
@@ -128,15 +180,17 @@ func readReplica(ctx context.Context, g *raftgroup.Group, key string, readIndex 
 		}
 	}
 	e, err := localGet(g, key)
-	return store.Result{Value: e.Value, Version: e.Version, Applied: g.Partition().AppliedIndex()}, err
+	return store.Result{Value: e.Value, Version: e.Version, ExpiresAt: e.ExpiresAt.UnixNano(), Applied: g.Partition().AppliedIndex()}, err
 }
 
+// localGet reads key from this node's replica; a key past its deadline by this node's clock
+// reads as absent, whether or not its expiry has applied.
 func localGet(g *raftgroup.Group, key string) (Entry, error) {
-	v, ver, ok := g.Partition().Get(key)
+	e, ok := g.Partition().GetEntry(key, time.Now().UnixNano())
 	if !ok {
 		return Entry{}, ErrKeyNotFound
 	}
-	return Entry{Key: key, Value: v, Version: ver}, nil
+	return Entry{Key: key, Value: e.Value, Version: e.Version, ExpiresAt: unixTime(e.ExpiresAt)}, nil
 }
 
 func (kv *GridKV) checkKey(key string) error { return store.CheckKey(key) }
@@ -148,21 +202,41 @@ func (kv *GridKV) checkWrite(key string, value []byte) error {
 	return store.CheckValue(value)
 }
 
-// write routes a command to its partition's leader.
-func (kv *GridKV) write(ctx context.Context, cmd store.Command) (store.Result, error) {
+// write routes a command to its partition's leader. A positive ttl gives the key a deadline,
+// set by the leader as it proposes the write.
+func (kv *GridKV) write(ctx context.Context, cmd store.Command, ttl time.Duration) (store.Result, error) {
 	if kv.closed.Load() {
 		return store.Result{}, ErrClosed
 	}
 	p := ring.PartitionOf(cmd.Key, kv.cfg.partitions)
 	level := kv.cfg.writeLevel()
-	return kv.route(ctx, p, func(g *raftgroup.Group) (store.Result, error) {
-		return kv.proposeLocal(ctx, g, cmd, level)
-	}, &protocol.OpRequest{Partition: p, Op: protocol.OpFor(cmd.Op), Key: cmd.Key, Value: cmd.Value, Version: cmd.Version, Ack: int(level.Ack), Replicas: level.Replicas})
+	ttlMS := (ttl + time.Millisecond - 1).Milliseconds() // WithTTL is kept to the millisecond, rounded up
+	return route(kv, ctx, p, func(g *raftgroup.Group) (store.Result, error) {
+		if ttlMS > 0 {
+			cmd.ExpiresAt = time.Now().Add(time.Duration(ttlMS) * time.Millisecond).UnixNano()
+		}
+		res, err := kv.proposeLocal(ctx, g, cmd, level)
+		if err == nil {
+			res.ExpiresAt = cmd.ExpiresAt
+		}
+		return res, err
+	}, func(addr string) (store.Result, error) {
+		return kv.forward(ctx, addr, &protocol.OpRequest{Partition: p, Op: protocol.OpFor(cmd.Op), Key: cmd.Key, Value: cmd.Value,
+			Version: cmd.Version, Ack: int(level.Ack), Replicas: level.Replicas, TTLMS: ttlMS})
+	})
 }
 
 func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
-	if cmd.Op != store.OpDelete {
+	if cmd.Op == store.OpSet || cmd.Op == store.OpCAS {
 		if err := kv.acct.Admit(len(cmd.Key), len(cmd.Value)); err != nil {
+			return store.Result{}, err
+		}
+	}
+	if v := g.Partition().ExpiredVersion(cmd.Key, time.Now().UnixNano()); v != 0 {
+		// The key's deadline has passed but its expiry has not applied: it goes first, so
+		// the write finds the key absent and watchers see the expiry before the write.
+		expire := store.Command{Op: store.OpExpire, Key: cmd.Key, Version: v}
+		if _, err := g.Propose(ctx, expire, raftgroup.WriteLevel{Ack: raftgroup.AckCommit}); err != nil {
 			return store.Result{}, err
 		}
 	}
@@ -176,11 +250,12 @@ func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd stor
 // route runs an operation on partition p's leader: here when this node leads it, else one
 // forwarded hop. A reply that says the request did not run
 // (not the leader, leader moved) sends it to the leader named, until ctx ends.
-func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group) (store.Result, error), req *protocol.OpRequest) (store.Result, error) {
+func route[T any](kv *GridKV, ctx context.Context, p int, local func(*raftgroup.Group) (T, error), remote func(addr string) (T, error)) (T, error) {
 	backoff := 5 * time.Millisecond
 	var lastErr error
+	var zero T
 	for {
-		var res store.Result
+		var res T
 		var err error
 		g := kv.groups.Group(p)
 		id, addr := kv.leaderOf(p)
@@ -188,12 +263,12 @@ func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group)
 		case g != nil && g.IsLeader():
 			res, err = local(g)
 		case id != "" && id != kv.cfg.nodeID && addr != "":
-			res, err = kv.forward(ctx, addr, req)
+			res, err = remote(addr)
 		default:
 			err = &raftgroup.NotLeaderError{Group: p}
 		}
 		if err == nil || !raftgroup.Retryable(err) {
-			return res, kv.finishError(p, err, res)
+			return res, kv.finishError(p, err)
 		}
 		lastErr = err
 		var nl *raftgroup.NotLeaderError
@@ -204,9 +279,9 @@ func (kv *GridKV) route(ctx context.Context, p int, local func(*raftgroup.Group)
 		kv.hints[p].Store(nil)
 		select {
 		case <-ctx.Done():
-			return store.Result{}, fmt.Errorf("%w: partition %d: %w (last: %v)", ErrUnavailable, p, ctx.Err(), lastErr)
+			return zero, fmt.Errorf("%w: partition %d: %w (last: %v)", ErrUnavailable, p, ctx.Err(), lastErr)
 		case <-kv.done:
-			return store.Result{}, ErrClosed
+			return zero, ErrClosed
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
@@ -228,7 +303,7 @@ func (kv *GridKV) forward(ctx context.Context, addr string, req *protocol.OpRequ
 
 // finishError gives errors their public form: sentinels kept, transport and Raft trouble
 // reported as ErrUnavailable.
-func (kv *GridKV) finishError(p int, err error, res store.Result) error {
+func (kv *GridKV) finishError(p int, err error) error {
 	switch {
 	case err == nil,
 		errors.Is(err, store.ErrKeyNotFound),
@@ -236,6 +311,7 @@ func (kv *GridKV) finishError(p int, err error, res store.Result) error {
 		errors.Is(err, store.ErrMemoryLimit),
 		errors.Is(err, ErrInvalidKey),
 		errors.Is(err, ErrValueTooLarge),
+		errors.Is(err, ErrCompacted),
 		errors.Is(err, ErrClosed):
 		return err
 	case errors.Is(err, raftgroup.ErrClosed), errors.Is(err, protocol.ErrClosed):
@@ -326,4 +402,47 @@ func (r replicas) RemovedFromGroup(p int, id string) (bool, error) {
 		return false, fmt.Errorf("gridkv: partition %d is not hosted here", p)
 	}
 	return g.RemovedFromGroup(id)
+}
+
+func (r replicas) List(ctx context.Context, p int, page protocol.ListPage, read protocol.ReadMode) (protocol.ListResult, error) {
+	g, err := r.group(p)
+	if err != nil {
+		return protocol.ListResult{}, err
+	}
+	switch {
+	case read.Stale:
+	case read.VouchServer != "":
+		err = g.ReadIndexVouched(ctx, read.VouchServer, read.VouchTerm)
+	default:
+		err = g.ReadIndex(ctx)
+	}
+	if err != nil {
+		return protocol.ListResult{}, err
+	}
+	return localList(g, page), nil
+}
+
+// Events answers another node's watch: this replica's changes after position after, waiting
+// until ctx ends for one that matches.
+func (r replicas) Events(ctx context.Context, p int, after uint64, prefix string, limit int) ([]store.Event, uint64, error) {
+	g, err := r.group(p)
+	if err != nil {
+		return nil, after, err
+	}
+	part := g.Partition()
+	for {
+		changed := part.Changed()
+		events, next, err := part.Events(after, prefix, limit)
+		if err != nil || len(events) > 0 {
+			return events, next, err
+		}
+		after = max(after, next)
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, after, nil // nothing yet: the caller asks again
+		case <-r.kv.done:
+			return nil, after, protocol.ErrClosed
+		}
+	}
 }

@@ -325,14 +325,94 @@ const (
 )
 
 // Option changes one call. It is a plain value rather than a function so that passing one
-// costs no allocation on the read path.
+// costs no allocation on the read path. Options a call does not use are ignored.
 type Option struct {
+	kind        optionKind
 	consistency Consistency
+	n           int64  // WithLimit's count, WithTTL's duration
+	s           string // WithStartAfter's key
+	cursor      Cursor
 }
 
-// WithConsistency sets the read level of one Get or GetEntry (writes ignore it).
+type optionKind uint8
+
+const (
+	optConsistency optionKind = iota + 1
+	optLimit
+	optStartAfter
+	optCursor
+	optTTL
+)
+
+// WithConsistency sets the read level of one Get, GetEntry or List (writes ignore it).
 func WithConsistency(c Consistency) Option {
-	return Option{consistency: c}
+	return Option{kind: optConsistency, consistency: c}
+}
+
+// DefaultListLimit is the page size of a List without WithLimit, or with WithLimit(0).
+const DefaultListLimit = 1000
+
+// MaxListLimit is the largest page a List returns; WithLimit above it is cut to it.
+const MaxListLimit = 10000
+
+// WithLimit makes List return at most n entries; 0 means DefaultListLimit, and more than
+// MaxListLimit means MaxListLimit. A negative n fails the call.
+func WithLimit(n int) Option { return Option{kind: optLimit, n: int64(n)} }
+
+// WithStartAfter makes List return only keys greater than key, in byte order: pass the last
+// key of a page to get the next.
+func WithStartAfter(key string) Option { return Option{kind: optStartAfter, s: key} }
+
+// FromCursor makes Watch yield the changes after c, a Cursor from a List page or an Event.
+func FromCursor(c Cursor) Option { return Option{kind: optCursor, cursor: c} }
+
+// WithTTL makes Set or CompareAndSwap write a key that expires d after the write applies
+// (by the partition leader's clock): from then on no read returns it, List omits it, and
+// watchers see EventExpire once. A later write without WithTTL makes the key permanent
+// again. d must be positive; it is kept to the millisecond.
+func WithTTL(d time.Duration) Option { return Option{kind: optTTL, n: int64(d)} }
+
+// callOptions are one call's options, gathered.
+type callOptions struct {
+	consistency Consistency // 0: what ReadQuorum and WriteQuorum imply
+	limit       int
+	startAfter  string
+	cursor      Cursor
+	ttl         time.Duration
+}
+
+// gather collects opts, last one of a kind winning, and checks them.
+func gather(opts []Option) (callOptions, error) {
+	var c callOptions
+	c.limit = DefaultListLimit
+	for _, o := range opts {
+		switch o.kind {
+		case optConsistency:
+			c.consistency = o.consistency
+		case optLimit:
+			switch {
+			case o.n < 0:
+				return c, fmt.Errorf("gridkv: WithLimit(%d): the limit must not be negative", o.n)
+			case o.n == 0:
+				c.limit = DefaultListLimit
+			default:
+				c.limit = int(min(o.n, MaxListLimit))
+			}
+		case optStartAfter:
+			if len(o.s) > MaxKeySize {
+				return c, fmt.Errorf("%w: WithStartAfter of %d bytes, the limit is %d", ErrInvalidKey, len(o.s), MaxKeySize)
+			}
+			c.startAfter = o.s
+		case optCursor:
+			c.cursor = o.cursor
+		case optTTL:
+			if o.n <= 0 {
+				return c, fmt.Errorf("gridkv: WithTTL(%v): the TTL must be positive", time.Duration(o.n))
+			}
+			c.ttl = time.Duration(o.n)
+		}
+	}
+	return c, nil
 }
 
 // unprotectedExposure returns the first of LocalAddress and BindAddr whose host is not a
