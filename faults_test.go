@@ -261,6 +261,7 @@ func TestFaultLeaderPartitioned(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	victim := c.MostLeader()
 	l := startLoad(t, c)
+	wl := startWatchLoad(t, c)
 	start := time.Now()
 	sleepUntil(start.Add(1500 * time.Millisecond))
 	majority := c.LiveExcept(victim)
@@ -273,6 +274,7 @@ func TestFaultLeaderPartitioned(t *testing.T) {
 	c.Heal()
 	sleepUntil(start.Add(8 * time.Second))
 	l.finish()
+	wl.check(t)
 }
 
 // 2. The leader of many partitions is paused: cut off both ways for longer than the election
@@ -327,6 +329,7 @@ func TestFaultRandomCrashes(t *testing.T) {
 	c := cluster.Start(t, 3, cluster.Options{Timings: cluster.FaultTimings, Wait: cluster.WaitBalanced})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	l := startLoad(t, c)
+	wl := startWatchLoad(t, c)
 	start := time.Now()
 	for round := 0; round < 2; round++ {
 		time.Sleep(1500 * time.Millisecond)
@@ -337,6 +340,7 @@ func TestFaultRandomCrashes(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	l.finish()
+	wl.check(t)
 }
 
 // 4. A node restarts at once with empty state, before the others notice it died: it comes
@@ -449,6 +453,7 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 			}
 		}})
 	l := startLoad(t, c)
+	wl := startWatchLoad(t, c)
 	time.Sleep(time.Second)
 	c.Isolate(victim)
 	t.Logf("isolated %s", c.Node(victim).ID)
@@ -480,6 +485,7 @@ func TestFaultFollowerNeedsSnapshot(t *testing.T) {
 	c.Heal()
 	time.Sleep(2 * time.Second)
 	l.finish()
+	wl.check(t)
 	cluster.WaitFor(t, 60*time.Second, c.Node(victim).ID+" caught up: every replica agrees", c.ReplicasAgree)
 	t.Logf("%s installed %d snapshots", c.Node(victim).ID, installs.Load())
 	if installs.Load() == 0 {
@@ -638,6 +644,7 @@ func TestFaultSoak(t *testing.T) {
 	t.Logf("soak for %v, fault choice seed %d", duration, seed)
 	base := sampleUsage()
 	l := startLoad(t, c)
+	wl := startWatchLoad(t, c)
 	start := time.Now()
 	var samples []usage
 	for round := 0; time.Since(start) < duration; round++ {
@@ -691,6 +698,7 @@ func TestFaultSoak(t *testing.T) {
 			round, time.Since(start).Round(time.Second), what, u.goroutines, u.heap>>10, len(l.h.Ops()))
 	}
 	l.finish()
+	wl.check(t)
 	end := sampleUsage()
 	t.Logf("usage: before load %d goroutines, heap %d KiB; after %d goroutines, heap %d KiB",
 		base.goroutines, base.heap>>10, end.goroutines, end.heap>>10)
