@@ -52,6 +52,8 @@ const (
 	kindWorkload scenarioKind = iota
 	kindIdle
 	kindHeap
+	kindList
+	kindWatch
 )
 
 // scenario is one named measurement. For a workload, readRatio < 0 means "take -read-ratio".
@@ -61,7 +63,10 @@ type scenario struct {
 	shape     shape
 	readRatio float64
 	level     gridkv.Consistency // read level; 0: what the cluster's quorums imply
-	about     string
+	// watchers are the watches open during the run: of every key for kindWatch, of a prefix
+	// nothing writes for a workload.
+	watchers int
+	about    string
 }
 
 var (
@@ -84,6 +89,9 @@ var catalog = []scenario{
 	{name: "5node-read", shape: fiveNodes, readRatio: 1, about: "5 nodes, N=3, Get (default level)"},
 	{name: "5node-write", shape: fiveNodes, readRatio: 0, about: "5 nodes, N=3, Set"},
 	{name: "heap", kind: kindHeap, shape: oneNode, about: "heap of -keys keys on 1 node vs the raw map"},
+	{name: "list", kind: kindList, shape: oneNode, about: "1 node holding -keys keys, List of a 100-key page after a random key"},
+	{name: "watch", kind: kindWatch, shape: threeNodes, watchers: 10, about: "3 nodes, Set W=2, 10 watchers of every key: events/s and lag"},
+	{name: "write-w2-idle-watch", shape: threeNodes, readRatio: 0, watchers: 1000, about: "3 nodes, Set W=2, with 1000 idle watchers open"},
 }
 
 // aliases are other names accepted by -scenario.

@@ -76,6 +76,10 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 			got, err = b.heap(ctx, sc)
 		case kindIdle:
 			got, err = b.idle(ctx, sc)
+		case kindList:
+			got, err = b.list(ctx, sc)
+		case kindWatch:
+			got, err = b.watch(ctx, sc)
 		default:
 			got, err = b.workload(ctx, sc, i)
 		}
@@ -195,6 +199,13 @@ func (b *bench) workload(ctx context.Context, sc scenario, index int) ([]row, er
 	}
 	clients := clientsFor(c, sc.level)
 	r := &runner{keys: b.keys, workers: b.cfg.workers, rate: b.cfg.rate, cpuClock: c.cpuClock}
+	if sc.watchers > 0 {
+		// Watches of a prefix nothing writes: they must cost the writes nothing.
+		b.prog.step("%s: opening %d idle watchers", sc.name, sc.watchers)
+		ws := startWatchers(ctx, c, sc.watchers, "bench-idle-watch/", false)
+		defer ws.close()
+		time.Sleep(watchSettle)
+	}
 	var rows []row
 	for _, j := range b.jobs(sc) {
 		if j.work.readRatio > 0 && c.loaded != j.work.valueSize {
