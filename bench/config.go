@@ -66,6 +66,7 @@ type scenario struct {
 	// watchers are the watches open during the run: of every key for kindWatch, of a prefix
 	// nothing writes for a workload.
 	watchers int
+	ttl      bool // writes carry WithTTL
 	about    string
 }
 
@@ -92,6 +93,7 @@ var catalog = []scenario{
 	{name: "list", kind: kindList, shape: oneNode, about: "1 node holding -keys keys, List of a 100-key page after a random key"},
 	{name: "watch", kind: kindWatch, shape: threeNodes, watchers: 10, about: "3 nodes, Set W=2, 10 watchers of every key: events/s and lag"},
 	{name: "write-w2-idle-watch", shape: threeNodes, readRatio: 0, watchers: 1000, about: "3 nodes, Set W=2, with 1000 idle watchers open"},
+	{name: "write-w2-ttl", shape: threeNodes, readRatio: 0, ttl: true, about: "3 nodes, Set W=2, every key WithTTL(1h)"},
 }
 
 // aliases are other names accepted by -scenario.

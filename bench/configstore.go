@@ -157,3 +157,10 @@ func (b *bench) watch(ctx context.Context, sc scenario) ([]row, error) {
 		sc.watchers, rw.OpsPerSec, s.opsPerSec(), p50/1000, p99/1000, ws.errs.Load())
 	return []row{rw}, nil
 }
+
+// ttlClient writes every key with a TTL, for the cost of deadlines on writes.
+type ttlClient struct{ *gridClient }
+
+func (c ttlClient) set(ctx context.Context, key string, value []byte) error {
+	return c.kv.Set(ctx, key, value, gridkv.WithTTL(time.Hour))
+}

@@ -198,6 +198,11 @@ func (b *bench) workload(ctx context.Context, sc scenario, index int) ([]row, er
 		return nil, err
 	}
 	clients := clientsFor(c, sc.level)
+	if sc.ttl {
+		for i := range clients {
+			clients[i] = ttlClient{clients[i].(*gridClient)}
+		}
+	}
 	r := &runner{keys: b.keys, workers: b.cfg.workers, rate: b.cfg.rate, cpuClock: c.cpuClock}
 	if sc.watchers > 0 {
 		// Watches of a prefix nothing writes: they must cost the writes nothing.
