@@ -398,3 +398,90 @@ func TestTTLWriteAfterDeadline(t *testing.T) {
 		t.Fatalf("watched %v; want %v", got, want)
 	}
 }
+
+// A node that hosts no replica of a partition streams its changes from a replica elsewhere;
+// when that replica's node fails, the watch goes on from another, each change still once.
+func TestWatchRemotePartitionThroughFailure(t *testing.T) {
+	c := cluster.Start(t, 4, cluster.Options{Timings: cluster.FaultTimings, Partitions: 8, Wait: cluster.WaitBalanced})
+	ctx := testContext(t, 120*time.Second)
+	const watcher = 0
+	// A partition node-0 holds no replica of, and the node leading it.
+	p, leader := -1, -1
+	for _, ps := range c.Node(watcher).KV.Status().Partitions {
+		if !slices.Contains(ps.Replicas, c.Node(watcher).ID) && ps.Leader != "" {
+			p, leader = ps.ID, c.Index(ps.Leader)
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatal("node-0 hosts every partition: with 4 nodes and 3 replicas it should not")
+	}
+	writer := c.Node((leader + 1) % 4)
+	if (leader+1)%4 == watcher {
+		writer = c.Node((leader + 2) % 4)
+	}
+	keys := []string{c.KeyIn("remote/a", p), c.KeyIn("remote/b", p)}
+	page, err := c.Node(watcher).KV.List(ctx, "remote/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan gridkv.Event, 100)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	watchErr := make(chan error, 1)
+	go func() {
+		for ev, err := range c.Node(watcher).KV.Watch(wctx, "remote/", gridkv.FromCursor(page.Cursor)) {
+			if err != nil {
+				watchErr <- err
+				return
+			}
+			events <- ev
+		}
+	}()
+	expect := func(n int) []string {
+		t.Helper()
+		var got []string
+		for len(got) < n {
+			select {
+			case ev := <-events:
+				got = append(got, fmt.Sprintf("%s=%s", ev.Entry.Key, ev.Entry.Value))
+			case err := <-watchErr:
+				t.Fatalf("the watch ended: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%d of %d events after 30 s: %v", len(got), n, got)
+			}
+		}
+		return got
+	}
+	for i, k := range keys {
+		if err := writer.KV.Set(ctx, k, []byte(fmt.Sprint("before-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := expect(2)
+	t.Logf("watching partition %d from %s through %s: %v", p, c.Node(watcher).ID, c.Node(leader).ID, before)
+	c.Crash(leader)
+	cluster.WaitFor(t, 30*time.Second, "a new leader of the partition", func() bool {
+		for _, ps := range writer.KV.Status().Partitions {
+			if ps.ID == p {
+				return ps.Leader != "" && ps.Leader != c.Node(leader).ID
+			}
+		}
+		return false
+	})
+	for i, k := range keys {
+		if err := writer.KV.Set(ctx, k, []byte(fmt.Sprint("after-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := expect(2)
+	slices.Sort(after)
+	if want := []string{keys[0] + "=after-0", keys[1] + "=after-1"}; !slices.Equal(after, want) {
+		t.Fatalf("after the failure the watch yielded %v; want %v, each once", after, want)
+	}
+	select {
+	case ev := <-events:
+		t.Fatalf("an extra event: %s %s=%s", ev.Type, ev.Entry.Key, ev.Entry.Value)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
