@@ -51,7 +51,7 @@ func (kv *GridKV) List(ctx context.Context, prefix string, opts ...Option) (Page
 	if err != nil {
 		return Page{}, err
 	}
-	entries, more := mergePages(pages, o.limit)
+	entries, more := protocol.MergePages(pages, o.limit)
 	out := Page{Entries: make([]Entry, len(entries)), More: more}
 	for i, e := range entries {
 		out.Entries[i] = Entry{Key: e.Key, Value: e.Value, Version: e.Version, ExpiresAt: unixTime(e.ExpiresAt)}
@@ -104,49 +104,6 @@ func (kv *GridKV) listPartition(ctx context.Context, p int, page protocol.ListPa
 func localList(g *raftgroup.Group, page protocol.ListPage) protocol.ListResult {
 	entries, more, position := g.Partition().List(page.Prefix, page.StartAfter, page.Limit, time.Now().UnixNano())
 	return protocol.ListResult{Entries: entries, More: more, Position: position}
-}
-
-// mergePages merges the partitions' pages, each in key order, into the first limit entries
-// overall. A partition that has more than it returned bounds the merge: no entry past its
-// last may be taken, since keys of that partition could come before it.
-func mergePages(pages []protocol.ListResult, limit int) ([]store.Entry, bool) {
-	var all []store.Entry
-	bound, bounded := "", false
-	more := false
-	for _, pg := range pages {
-		all = append(all, pg.Entries...)
-		if pg.More {
-			more = true
-			if n := len(pg.Entries); n > 0 && (!bounded || pg.Entries[n-1].Key < bound) {
-				bound, bounded = pg.Entries[n-1].Key, true
-			}
-		}
-	}
-	slices.SortFunc(all, func(a, b store.Entry) int {
-		switch {
-		case a.Key < b.Key:
-			return -1
-		case a.Key > b.Key:
-			return 1
-		}
-		return 0
-	})
-	if bounded {
-		n, _ := slices.BinarySearchFunc(all, bound, func(e store.Entry, k string) int {
-			switch {
-			case e.Key < k:
-				return -1
-			case e.Key > k:
-				return 1
-			}
-			return 0
-		})
-		all = all[:n+1]
-	}
-	if len(all) > limit {
-		all, more = all[:limit], true
-	}
-	return all, more
 }
 
 // Event is one change yielded by Watch.

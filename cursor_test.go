@@ -37,7 +37,7 @@ func TestParseCursorRefusesGarbage(t *testing.T) {
 	for _, s := range []string{
 		"x",
 		"c1.",
-		"c2." + strings.TrimPrefix(valid, cursorPrefix),
+		"c2." + strings.TrimPrefix(valid, "c1."),
 		valid + "A",                       // trailing base64
 		valid[:len(valid)-1],              // truncated
 		"c1.AA",                           // zero partitions

@@ -94,7 +94,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	bootstrap := len(cfg.seeds) == 0
 	clusterID := ""
 	if bootstrap {
-		clusterID = newClusterID(clusterSettings{partitions: cfg.partitions, replicas: cfg.replicas})
+		clusterID = membership.NewClusterSettingsID(cfg.partitions, cfg.replicas)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timings.JoinTimeout+5*time.Second)
 	defer cancel()
@@ -116,8 +116,8 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		kv.trans.Close()
 		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
 	}
-	if settings, ok := parseClusterID(kv.members.ClusterID()); ok && !bootstrap {
-		if err := cfg.adoptCluster(settings); err != nil {
+	if partitions, replicas, ok := membership.ClusterSettings(kv.members.ClusterID()); ok && !bootstrap {
+		if err := cfg.adoptCluster(partitions, replicas); err != nil {
 			// Nothing is hosted yet: leave at once, and the cluster replaces nothing.
 			if lerr := kv.members.Leave(time.Second); lerr != nil {
 				log.Debug("leave", "err", lerr)

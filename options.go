@@ -275,14 +275,14 @@ func (c *config) checkClusterSettings() error {
 // when the cluster was created: a node that left them zero takes the cluster's, and one that
 // set them otherwise is refused with both values named. Nodes that disagreed would place
 // partitions differently and route keys to partitions that do not hold them.
-func (c *config) adoptCluster(s clusterSettings) error {
-	if c.partitionsSet && c.partitions != s.partitions {
-		return fmt.Errorf("%w: Partitions is %d here, the cluster's is %d", ErrClusterMismatch, c.partitions, s.partitions)
+func (c *config) adoptCluster(partitions, replicas int) error {
+	if c.partitionsSet && c.partitions != partitions {
+		return fmt.Errorf("%w: Partitions is %d here, the cluster's is %d", ErrClusterMismatch, c.partitions, partitions)
 	}
-	if c.replicasSet && c.replicas != s.replicas {
-		return fmt.Errorf("%w: ReplicaCount is %d here, the cluster's is %d", ErrClusterMismatch, c.replicas, s.replicas)
+	if c.replicasSet && c.replicas != replicas {
+		return fmt.Errorf("%w: ReplicaCount is %d here, the cluster's is %d", ErrClusterMismatch, c.replicas, replicas)
 	}
-	c.partitions, c.replicas = s.partitions, s.replicas
+	c.partitions, c.replicas = partitions, replicas
 	return c.checkClusterSettings()
 }
 

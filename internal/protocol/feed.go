@@ -3,6 +3,7 @@ package protocol
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/feellmoose/gridkv/raftgroup"
@@ -34,6 +35,49 @@ type ListResult struct {
 	More bool
 	// Position is the partition's position the page was read at (store.Partition.Position).
 	Position uint64
+}
+
+// MergePages merges the partitions' pages, each in key order, into the first limit entries
+// overall. A partition that has more than it returned bounds the merge: no entry past its
+// last may be taken, since keys of that partition could come before it.
+func MergePages(pages []ListResult, limit int) ([]store.Entry, bool) {
+	var all []store.Entry
+	bound, bounded := "", false
+	more := false
+	for _, pg := range pages {
+		all = append(all, pg.Entries...)
+		if pg.More {
+			more = true
+			if n := len(pg.Entries); n > 0 && (!bounded || pg.Entries[n-1].Key < bound) {
+				bound, bounded = pg.Entries[n-1].Key, true
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b store.Entry) int {
+		switch {
+		case a.Key < b.Key:
+			return -1
+		case a.Key > b.Key:
+			return 1
+		}
+		return 0
+	})
+	if bounded {
+		n, _ := slices.BinarySearchFunc(all, bound, func(e store.Entry, k string) int {
+			switch {
+			case e.Key < k:
+				return -1
+			case e.Key > k:
+				return 1
+			}
+			return 0
+		})
+		all = all[:n+1]
+	}
+	if len(all) > limit {
+		all, more = all[:limit], true
+	}
+	return all, more
 }
 
 // listRequest asks for a page of one partition, read like a forwarded Get.
