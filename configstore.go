@@ -214,10 +214,11 @@ func (kv *GridKV) watchError(err error) error {
 	switch {
 	case errors.Is(err, watch.ErrClosed):
 		return ErrClosed
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrCompacted):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrCompacted),
+		errors.Is(err, ErrUnavailable), errors.Is(err, ErrInvalidCursor), errors.Is(err, ErrInvalidKey):
 		return err
 	}
-	return kv.finishError(-1, err)
+	return fmt.Errorf("%w: watch: %w", ErrUnavailable, err)
 }
 
 // localSource is this node's replica of p as a watch source, nil without one.

@@ -335,8 +335,10 @@ func (w *Watcher) read(p int, dst []Change) ([]Change, error) {
 		// This node's replica may be new, its history starting at the snapshot it was
 		// built from, while another replica still holds the changes the watcher needs.
 		ctx, cancel := context.WithTimeout(h.ctx, directLimit)
-		events, next, err = h.cfg.Fetch(ctx, p, w.pos[p], w.prefix, readBatch, 0)
-		cancel()
+		if fetched, fnext, ferr := h.cfg.Fetch(ctx, p, w.pos[p], w.prefix, readBatch, 0); ferr == nil {
+			events, next, err = fetched, fnext, nil
+		}
+		cancel() // no other replica has them either, or none answered: the compaction stands
 	}
 	if err != nil {
 		return dst, fmt.Errorf("partition %d: %w", p, err)

@@ -360,3 +360,24 @@ func TestWatcherFallsBackToAnotherReplica(t *testing.T) {
 		t.Fatalf("got %v, %v; want k1..k4 from the replica that has them", keys(got), err)
 	}
 }
+
+// When no other replica can be asked (a single node), a compacted local history ends the
+// watcher with ErrCompacted, not with the failure to ask.
+func TestWatcherCompactedWithoutOtherReplicas(t *testing.T) {
+	parts := []*history{{}}
+	for i := range 5 {
+		parts[0].add(fmt.Sprint("k", i))
+	}
+	parts[0].compact(30)
+	r := &remote{parts: parts}
+	r.down.Store(true)
+	h := newHub(t, parts, r)
+	w, err := h.Watch("", []uint64{10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := next(t, w, 1, 5*time.Second); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("got %v; want ErrCompacted", err)
+	}
+}
