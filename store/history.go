@@ -263,6 +263,19 @@ func (p *Partition) Changed() <-chan struct{} {
 	return *ch
 }
 
+// SetListener has fn called on the apply goroutine with the key of every
+// change, once Events returns it, and with "" after a Restore replaced the
+// history (keys are never empty); nil removes it. fn must be quick and must
+// not block: the apply loop waits for it. A watch hub uses it to wake only
+// the watchers a change concerns, with no goroutine woken per apply.
+func (p *Partition) SetListener(fn func(key string)) {
+	if fn == nil {
+		p.listener.Store(nil)
+		return
+	}
+	p.listener.Store(&fn)
+}
+
 // notifyChanged wakes the waiters on the current Changed channel, if any.
 // Called after the changes are visible to Events.
 func (p *Partition) notifyChanged() {

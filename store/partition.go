@@ -166,6 +166,8 @@ type Partition struct {
 	// changed is the channel Changed hands out, made on demand; nil while
 	// nobody waits.
 	changed atomic.Pointer[chan struct{}]
+	// listener is what SetListener set, nil for none.
+	listener atomic.Pointer[func(key string)]
 
 	shardCount  int                      // shards of every table this partition builds
 	historyMax  int                      // HistoryEvents
@@ -344,6 +346,11 @@ func (p *Partition) commit(index uint64, pending []pendingChange) {
 	p.applied.Store(index)
 	p.mu.Unlock()
 	p.notifyChanged()
+	if l := p.listener.Load(); l != nil {
+		for i := range pending {
+			(*l)(pending[i].change.rec.key())
+		}
+	}
 }
 
 // publish adds an apply's deltas to the partition's counters and to the

@@ -438,3 +438,37 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 		}
 	})
 }
+
+// A listener hears the key of every change once it can be read, and "" after a Restore.
+func TestPartitionListener(t *testing.T) {
+	p := store.NewPartition(store.DefaultStorageOptions(), nil)
+	var heard []string
+	p.SetListener(func(key string) {
+		if key != "" {
+			if evs, _, err := p.Events(0, key, 10); err != nil || len(evs) == 0 {
+				t.Errorf("the listener heard %q before Events returned it: %v", key, err)
+			}
+		}
+		heard = append(heard, key)
+	})
+	p.ApplyBatch(1, []store.Command{{Op: store.OpSet, Key: "a", Value: []byte("1")}, {Op: store.OpSet, Key: "b"}})
+	p.ApplyBatch(2, []store.Command{{Op: store.OpDelete, Key: "a"}, {Op: store.OpDelete, Key: "missing"}})
+	if got := strings.Join(heard, ","); got != "a,b,a" {
+		t.Fatalf("heard %q; want a,b,a (no change for a failed delete)", got)
+	}
+	var buf bytes.Buffer
+	if _, err := p.Snapshot().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if heard[len(heard)-1] != "" {
+		t.Fatalf("after a Restore the listener heard %q; want \"\"", heard[len(heard)-1])
+	}
+	p.SetListener(nil)
+	p.ApplyBatch(3, []store.Command{{Op: store.OpSet, Key: "c"}})
+	if len(heard) != 4 {
+		t.Fatalf("a removed listener still heard %v", heard)
+	}
+}

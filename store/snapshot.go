@@ -357,6 +357,9 @@ func (p *Partition) RestoreIf(r io.Reader, accept func(index uint64) error) erro
 	p.count.Store(int64(hdr.count))
 	p.acct.add(bytes - p.bytes.Swap(bytes))
 	p.notifyChanged()
+	if l := p.listener.Load(); l != nil {
+		(*l)("") // the whole history was replaced
+	}
 	return nil
 }
 

@@ -56,10 +56,49 @@ type partWatch struct {
 	resolved chan struct{} // buffered 1: the partition's source may have changed
 	done     chan struct{} // closed when the last watcher leaves
 
-	// mu guards index and mirror.
-	mu     sync.Mutex
-	index  prefixIndex
-	mirror *mirror
+	// mu guards index, mirror and listened.
+	mu       sync.Mutex
+	index    prefixIndex
+	mirror   *mirror
+	listened listenable // the local replica whose listener marks this partition's watchers
+}
+
+// listenable is a Source that can tell, on its apply goroutine, the key of every change as it
+// becomes readable (store.Partition.SetListener), and "" when its whole history was replaced.
+// A partition with such a local replica needs no notifier goroutine woken per apply: the
+// changes mark the watchers they concern as they apply.
+type listenable interface {
+	Source
+	SetListener(fn func(key string))
+}
+
+// listen makes src's listener mark pw's watchers, and stops the previous listened source's.
+// The caller holds pw.mu.
+func (pw *partWatch) listenLocked(src listenable) {
+	if pw.listened == src {
+		return
+	}
+	if pw.listened != nil {
+		pw.listened.SetListener(nil)
+	}
+	src.SetListener(func(key string) {
+		pw.mu.Lock()
+		defer pw.mu.Unlock()
+		if key == "" {
+			pw.index.all(func(w *Watcher) { w.mark(pw.p) })
+			return
+		}
+		pw.index.match(key, func(w *Watcher) { w.mark(pw.p) })
+	})
+	pw.listened = src
+}
+
+// unlistenLocked stops the listener pw set, if any. The caller holds pw.mu.
+func (pw *partWatch) unlistenLocked() {
+	if pw.listened != nil {
+		pw.listened.SetListener(nil)
+		pw.listened = nil
+	}
 }
 
 // NewHub returns a Hub with no watchers.
@@ -151,6 +190,11 @@ func (h *Hub) Watch(prefix string, positions []uint64) (*Watcher, error) {
 			if m, ok := src.(*mirror); ok {
 				start = m.start
 			}
+			if l, ok := src.(listenable); ok {
+				pw.mu.Lock()
+				pw.listenLocked(l)
+				pw.mu.Unlock()
+			}
 			h.wg.Add(1)
 			go h.notify(pw, src, start)
 		}
@@ -184,7 +228,35 @@ func (h *Hub) leave(w *Watcher) {
 // watchers they concern.
 func (h *Hub) notify(pw *partWatch, src Source, last uint64) {
 	defer h.wg.Done()
+	defer func() {
+		pw.mu.Lock()
+		pw.unlistenLocked()
+		if pw.mirror != nil {
+			pw.mirror.close()
+		}
+		pw.mu.Unlock()
+	}()
 	for {
+		if l, ok := src.(listenable); ok {
+			// The local replica's listener marks the watchers; this goroutine only waits
+			// for the source to change.
+			pw.mu.Lock()
+			pw.listenLocked(l)
+			pw.mu.Unlock()
+			select {
+			case <-pw.resolved:
+				last = max(last, src.Position())
+				src = h.resolve(pw, last)
+				continue
+			case <-pw.done:
+				return
+			case <-h.ctx.Done():
+				return
+			}
+		}
+		pw.mu.Lock()
+		pw.unlistenLocked()
+		pw.mu.Unlock()
 		changed := src.Changed()
 		if m, ok := src.(*mirror); ok && m.isBroken() {
 			// The replica no longer holds what the mirror needed: its watchers learn it
@@ -214,23 +286,24 @@ func (h *Hub) notify(pw *partWatch, src Source, last uint64) {
 		select {
 		case <-changed:
 		case <-pw.resolved:
-			src = h.source(pw, last)
-			// Positions are the partition's own, whichever replica serves them; still, the
-			// watchers look again, in case the new source was ahead of the old.
-			pw.mu.Lock()
-			pw.index.all(func(w *Watcher) { w.mark(pw.p) })
-			pw.mu.Unlock()
+			src = h.resolve(pw, last)
 		case <-pw.done:
-			pw.mu.Lock()
-			if pw.mirror != nil {
-				pw.mirror.close()
-			}
-			pw.mu.Unlock()
 			return
 		case <-h.ctx.Done():
 			return
 		}
 	}
+}
+
+// resolve looks again at where pw's changes come from, and has its watchers read again:
+// positions are the partition's own, whichever replica serves them, but the new source may be
+// ahead of the old.
+func (h *Hub) resolve(pw *partWatch, last uint64) Source {
+	src := h.source(pw, last)
+	pw.mu.Lock()
+	pw.index.all(func(w *Watcher) { w.mark(pw.p) })
+	pw.mu.Unlock()
+	return src
 }
 
 // Change is one change of one partition, as a Watcher returns it.

@@ -381,3 +381,76 @@ func TestWatcherCompactedWithoutOtherReplicas(t *testing.T) {
 		t.Fatalf("got %v; want ErrCompacted", err)
 	}
 }
+
+// listened is a history that, like store.Partition, tells a listener the key of every change.
+type listened struct {
+	*history
+	mu sync.Mutex
+	fn func(key string)
+}
+
+func (l *listened) SetListener(fn func(key string)) {
+	l.mu.Lock()
+	l.fn = fn
+	l.mu.Unlock()
+}
+
+func (l *listened) add(key string) {
+	l.history.add(key)
+	l.mu.Lock()
+	fn := l.fn
+	l.mu.Unlock()
+	if fn != nil {
+		fn(key)
+	}
+}
+
+// With a local replica that tells its changes as they apply, no goroutine reads the history
+// per change: the watchers a change concerns are marked at once, and only they read.
+func TestListenedReplicaWakesOnlyConcernedWatchers(t *testing.T) {
+	src := &listened{history: &history{}}
+	h := NewHub(Config{Partitions: 1, Local: func(int) Source { return src }, Fetch: (&remote{}).fetch})
+	t.Cleanup(h.Close)
+	var idle []*Watcher
+	for range 100 {
+		w, err := h.Watch("idle/", []uint64{0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		idle = append(idle, w)
+	}
+	hot, err := h.Watch("hot/", []uint64{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hot.Close()
+	for _, w := range append(idle, hot) { // each first Next reads its start and finds nothing
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		w.Next(ctx, nil)
+		cancel()
+	}
+	before := src.reads.Load()
+	for i := range 50 {
+		src.add(fmt.Sprint("hot/", i))
+	}
+	if got, err := next(t, hot, 50, 5*time.Second); err != nil {
+		t.Fatalf("the hot watcher got %d of 50: %v", len(got), err)
+	}
+	for i, w := range idle {
+		select {
+		case <-w.wake:
+			t.Fatalf("idle watcher %d was woken", i)
+		default:
+		}
+	}
+	if reads := src.reads.Load() - before; reads > 50 {
+		t.Errorf("%d reads of the history for 50 changes: only the hot watcher should read", reads)
+	}
+	src.mu.Lock()
+	listening := src.fn != nil
+	src.mu.Unlock()
+	if !listening {
+		t.Fatal("the hub does not listen to a replica that can be listened to")
+	}
+}
