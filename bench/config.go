@@ -67,6 +67,7 @@ type scenario struct {
 	// nothing writes for a workload.
 	watchers int
 	ttl      bool // writes carry WithTTL
+	parked   int  // goroutines parked during the run, as many as idle watchers would hold
 	about    string
 }
 
@@ -93,6 +94,7 @@ var catalog = []scenario{
 	{name: "list", kind: kindList, shape: oneNode, about: "1 node holding -keys keys, List of a 100-key page after a random key"},
 	{name: "watch", kind: kindWatch, shape: threeNodes, watchers: 10, about: "3 nodes, Set W=2, 10 watchers of every key: events/s and lag"},
 	{name: "write-w2-idle-watch", shape: threeNodes, readRatio: 0, watchers: 1000, about: "3 nodes, Set W=2, with 1000 idle watchers open"},
+	{name: "write-w2-idle-goroutines", shape: threeNodes, readRatio: 0, parked: 1000, about: "3 nodes, Set W=2, with 1000 parked goroutines: the control for write-w2-idle-watch"},
 	{name: "write-w2-ttl", shape: threeNodes, readRatio: 0, ttl: true, about: "3 nodes, Set W=2, every key WithTTL(1h)"},
 }
 

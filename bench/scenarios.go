@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -204,6 +205,15 @@ func (b *bench) workload(ctx context.Context, sc scenario, index int) ([]row, er
 		}
 	}
 	r := &runner{keys: b.keys, workers: b.cfg.workers, rate: b.cfg.rate, cpuClock: c.cpuClock}
+	if sc.parked > 0 {
+		release := make(chan struct{})
+		var parked sync.WaitGroup
+		for range sc.parked {
+			parked.Go(func() { <-release })
+		}
+		defer parked.Wait()
+		defer close(release)
+	}
 	if sc.watchers > 0 {
 		// Watches of a prefix nothing writes: they must cost the writes nothing.
 		b.prog.step("%s: opening %d idle watchers", sc.name, sc.watchers)
