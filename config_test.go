@@ -328,9 +328,11 @@ func TestTTL(t *testing.T) {
 	if err := kv.Set(ctx, "ttl/kept", []byte("permanent")); err != nil { // no TTL: permanent again
 		t.Fatal(err)
 	}
-	e, err := kv.GetEntry(ctx, "ttl/short")
-	if err != nil || e.ExpiresAt.IsZero() || e.ExpiresAt.Before(start) || e.ExpiresAt.After(time.Now().Add(time.Second+100*time.Millisecond)) {
-		t.Fatalf("GetEntry of a TTL key = %+v, %v; want ExpiresAt about a second ahead", e, err)
+	for i := range 3 { // through the leader and through nodes that forward to it
+		e, err := c.Node(i).KV.GetEntry(ctx, "ttl/short")
+		if err != nil || e.ExpiresAt.IsZero() || e.ExpiresAt.Before(start) || e.ExpiresAt.After(time.Now().Add(time.Second+100*time.Millisecond)) {
+			t.Fatalf("GetEntry of a TTL key through node %d = %+v, %v; want ExpiresAt about a second ahead", i, e, err)
+		}
 	}
 	cluster.WaitFor(t, 10*time.Second, "ttl/short to vanish on every node", func() bool {
 		for i := range 3 {
@@ -483,5 +485,34 @@ func TestWatchRemotePartitionThroughFailure(t *testing.T) {
 	case ev := <-events:
 		t.Fatalf("an extra event: %s %s=%s", ev.Type, ev.Entry.Key, ev.Entry.Value)
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// A key written without a TTL, or made permanent again, reports no deadline through
+// GetEntry on every node: the leader's own replica and those forwarding to it.
+func TestGetEntryOfPermanentKeyHasNoDeadline(t *testing.T) {
+	c := cluster.Start(t, 3, cluster.Options{Partitions: 4})
+	ctx := testContext(t, 30*time.Second)
+	kv := c.Node(0).KV
+	if err := kv.Set(ctx, "plain", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Set(ctx, "was-ttl", []byte("v"), gridkv.WithTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.GetEntry(ctx, "was-ttl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.CompareAndSwap(ctx, "was-ttl", e.Version, []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		for _, key := range []string{"plain", "was-ttl"} {
+			e, err := c.Node(i).KV.GetEntry(ctx, key)
+			if err != nil || !e.ExpiresAt.IsZero() {
+				t.Fatalf("GetEntry(%q) through node %d = %+v, %v; want no deadline", key, i, e, err)
+			}
+		}
 	}
 }

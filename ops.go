@@ -105,6 +105,15 @@ func unixTime(t int64) time.Time {
 	return time.Unix(0, t)
 }
 
+// unixNano is unixTime's inverse: the zero time (no deadline) is 0. time.Time's own
+// UnixNano of the zero time is not.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
 // Get returns a copy of key's value, or ErrKeyNotFound.
 func (kv *GridKV) Get(ctx context.Context, key string, opts ...Option) ([]byte, error) {
 	e, err := kv.GetEntry(ctx, key, opts...)
@@ -180,7 +189,7 @@ func readReplica(ctx context.Context, g *raftgroup.Group, key string, readIndex 
 		}
 	}
 	e, err := localGet(g, key)
-	return store.Result{Value: e.Value, Version: e.Version, ExpiresAt: e.ExpiresAt.UnixNano(), Applied: g.Partition().AppliedIndex()}, err
+	return store.Result{Value: e.Value, Version: e.Version, ExpiresAt: unixNano(e.ExpiresAt), Applied: g.Partition().AppliedIndex()}, err
 }
 
 // localGet reads key from this node's replica; a key past its deadline by this node's clock

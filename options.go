@@ -305,9 +305,14 @@ func checkHostPort(field, addr string) error {
 func (c *config) readLinearizable() bool { return c.readQ+c.writeQ > c.replicas }
 
 // writeLevel maps WriteQuorum onto the Raft acknowledgement point (DESIGN.md's table).
+//
+// W=1 acknowledges on the leader's append, before the entry commits, only when the quorums do
+// not overlap (R+W <= N): that caller asked for neither durability nor reading its own
+// writes. When they overlap (a single node, or W=1 with R=N) reads are linearizable, and a
+// read right after the acknowledgement must see the write, so the write waits for its commit.
 func (c *config) writeLevel() raftgroup.WriteLevel {
 	switch {
-	case c.writeQ == 1:
+	case c.writeQ == 1 && c.writeQ+c.readQ <= c.replicas:
 		return raftgroup.WriteLevel{Ack: raftgroup.AckAppend}
 	case c.writeQ <= c.replicas/2+1:
 		return raftgroup.WriteLevel{Ack: raftgroup.AckCommit}

@@ -298,7 +298,7 @@ func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error
 		}
 	} else {
 		resp := &resps[i]
-		r.res = store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied}
+		r.res = store.Result{Value: resp.Value, Version: resp.Version, Applied: resp.Applied, ExpiresAt: resp.ExpiresAt}
 		r.err = decodeError(op.partition, resp)
 	}
 	op.done <- r

@@ -111,7 +111,7 @@ func decodeOpRequest(b []byte, r *OpRequest) ([]byte, error) {
 // appendOpResponse appends r as a msgpack map.
 func appendOpResponse(b []byte, r *opResponse) []byte {
 	n := 1 // c
-	for _, present := range [...]bool{r.Msg != "", r.LeaderID != "", r.LeaderAddr != "", len(r.Value) > 0, r.Version != 0, r.Applied != 0} {
+	for _, present := range [...]bool{r.Msg != "", r.LeaderID != "", r.LeaderAddr != "", len(r.Value) > 0, r.Version != 0, r.Applied != 0, r.ExpiresAt != 0} {
 		if present {
 			n++
 		}
@@ -136,6 +136,9 @@ func appendOpResponse(b []byte, r *opResponse) []byte {
 	if r.Applied != 0 {
 		b = appendUint(appendStr(b, "ai"), r.Applied)
 	}
+	if r.ExpiresAt != 0 {
+		b = appendInt(appendStr(b, "x"), r.ExpiresAt)
+	}
 	return b
 }
 
@@ -158,6 +161,8 @@ func decodeOpResponse(b []byte, r *opResponse) ([]byte, error) {
 			r.Version, rest, err = readIntAs[uint64](b)
 		case "ai":
 			r.Applied, rest, err = readIntAs[uint64](b)
+		case "x":
+			r.ExpiresAt, rest, err = readIntAs[int64](b)
 		default:
 			return b, false, nil
 		}

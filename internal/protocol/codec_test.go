@@ -26,7 +26,7 @@ func codecRequests() []OpRequest {
 func codecResponses() []opResponse {
 	return []opResponse{
 		{},
-		{Code: codeOK, Value: []byte("v"), Version: 5, Applied: 9},
+		{Code: codeOK, Value: []byte("v"), Version: 5, Applied: 9, ExpiresAt: 1_800_000_000_000_000_000},
 		{Code: codeNotLeader, LeaderID: "n2", LeaderAddr: "127.0.0.1:7000", Msg: "not leader"},
 		{Code: codeFailed, Msg: strings.Repeat("m", 300), Value: bytes.Repeat([]byte{7}, 256)},
 		{Code: 255, Version: ^uint64(0), Applied: 1 << 33},

@@ -92,6 +92,7 @@ type opResponse struct {
 	Value      []byte `msgpack:"v,omitempty"`
 	Version    uint64 `msgpack:"ver,omitempty"`
 	Applied    uint64 `msgpack:"ai,omitempty"` // reads: the serving replica's applied index
+	ExpiresAt  int64  `msgpack:"x,omitempty"`  // reads: the key's deadline in unix nanoseconds; 0: none
 }
 
 type waitAppliedRequest struct {

@@ -101,7 +101,7 @@ func (s *Server) answerOp(ctx context.Context, req *OpRequest) opResponse {
 		defer cancel()
 	}
 	res, err := s.runOp(ctx, req)
-	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied}
+	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied, ExpiresAt: res.ExpiresAt}
 	encodeError(err, &resp)
 	return resp
 }
