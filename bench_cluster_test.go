@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 )
@@ -15,17 +17,36 @@ import (
 // spread over the nodes, at the default partition count and at the earlier default of 16. It
 // reports the commands per Raft log entry (cmds/entry): a group's entry carries only the
 // commands waiting on it, so fewer partitions batch better. Run with -cpuprofile to see where
-// a write's time goes.
+// a write's time goes. metrics=on gives every node a Prometheus registry: the difference is
+// the instrumentation's cost.
 func BenchmarkCluster3Set(b *testing.B) {
 	for _, partitions := range []int{gridkv.DefaultPartitions, 16} {
-		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
-			benchmarkCluster3Set(b, partitions)
-		})
+		for _, metrics := range []bool{false, true} {
+			b.Run(fmt.Sprintf("partitions=%d/metrics=%s", partitions, onOff(metrics)), func(b *testing.B) {
+				benchmarkCluster3Set(b, partitions, metrics)
+			})
+		}
 	}
 }
 
-func benchmarkCluster3Set(b *testing.B, partitions int) {
-	c := cluster.Start(b, 3, cluster.Options{Partitions: partitions, Wait: cluster.WaitFormed})
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// withMetrics is a cluster.Options Mutate that gives every node one shared registry, or nil.
+func withMetrics(on bool) func(int, *gridkv.GridKVOptions) {
+	if !on {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	return func(_ int, o *gridkv.GridKVOptions) { o.Metrics = reg }
+}
+
+func benchmarkCluster3Set(b *testing.B, partitions int, metrics bool) {
+	c := cluster.Start(b, 3, cluster.Options{Partitions: partitions, Wait: cluster.WaitFormed, Mutate: withMetrics(metrics)})
 	nodes := c.Live()
 	batching := func() (entries, commands uint64) {
 		for _, n := range nodes {
@@ -58,9 +79,16 @@ func benchmarkCluster3Set(b *testing.B, partitions int) {
 	}
 }
 
-// BenchmarkSingleNodeStaleGet measures the stale read path of one node.
+// BenchmarkSingleNodeStaleGet measures the stale read path of one node, the cheapest
+// operation, without and with metrics.
 func BenchmarkSingleNodeStaleGet(b *testing.B) {
-	kv := cluster.Start(b, 1, cluster.Options{}).Node(0).KV
+	for _, metrics := range []bool{false, true} {
+		b.Run("metrics="+onOff(metrics), func(b *testing.B) { benchmarkSingleNodeStaleGet(b, metrics) })
+	}
+}
+
+func benchmarkSingleNodeStaleGet(b *testing.B, metrics bool) {
+	kv := cluster.Start(b, 1, cluster.Options{Mutate: withMetrics(metrics)}).Node(0).KV
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
 		if err := kv.Set(ctx, fmt.Sprintf("key-%d", i), make([]byte, 64)); err != nil {

@@ -35,7 +35,10 @@ type Page struct {
 // seen twice. A listing of several pages reads each at its own moment; to follow such a
 // listing, watch from the first page's Cursor and skip each event whose Version is not above
 // the version listed for its key.
-func (kv *GridKV) List(ctx context.Context, prefix string, opts ...Option) (Page, error) {
+func (kv *GridKV) List(ctx context.Context, prefix string, opts ...Option) (_ Page, err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opList, m.now(), &err)
+	}
 	if len(prefix) > MaxKeySize {
 		return Page{}, fmt.Errorf("%w: prefix of %d bytes, the limit is %d", ErrInvalidKey, len(prefix), MaxKeySize)
 	}
@@ -93,6 +96,7 @@ func (kv *GridKV) listPartition(ctx context.Context, p int, page protocol.ListPa
 		}
 		return localList(g, page), nil
 	}, func(addr string) (protocol.ListResult, error) {
+		kv.metrics.forward(opList)
 		read := protocol.ReadMode{}
 		if g := kv.groups.Group(p); g != nil {
 			read.VouchServer, read.VouchTerm = g.ServerID(), g.Term()
@@ -158,6 +162,8 @@ func (kv *GridKV) Watch(ctx context.Context, prefix string, opts ...Option) iter
 			return
 		}
 		defer w.Close()
+		kv.metrics.watchOpened()
+		defer kv.metrics.watchClosed()
 		var changes []watch.Change
 		for {
 			changes, err = w.Next(ctx, changes[:0])

@@ -142,7 +142,11 @@ func (kv *GridKV) expireDue(g *raftgroup.Group) {
 		for _, cmd := range cmds {
 			wg.Go(func() {
 				// The proposals share log entries; a key rewritten meanwhile is left alone.
-				if _, err := g.Propose(ctx, cmd, raftgroup.WriteLevel{Ack: raftgroup.AckCommit}); err != nil && ctx.Err() == nil {
+				res, err := g.Propose(ctx, cmd, raftgroup.WriteLevel{Ack: raftgroup.AckCommit})
+				switch {
+				case err == nil && res.Err == nil:
+					kv.metrics.expired()
+				case err != nil && ctx.Err() == nil:
 					kv.cfg.logger.Debug("proposing an expiry", "partition", p, "err", err)
 				}
 			})

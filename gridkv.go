@@ -42,6 +42,8 @@ type GridKV struct {
 	peers *protocol.Client
 	// hub serves this node's watchers.
 	hub *watch.Hub
+	// metrics is the node's instrumentation; nil without GridKVOptions.Metrics.
+	metrics *nodeMetrics
 	// hosted is which partitions this node hosted at the last convergence tick; only the
 	// convergence loop uses it.
 	hosted []bool
@@ -75,6 +77,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	kv := &GridKV{
 		incarnation: newIncarnation(),
 		acct:        store.NewAccountant(cfg.storage.MaxMemoryMB),
+		metrics:     newNodeMetrics(opts.Metrics),
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
 	}
@@ -141,6 +144,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		ConfirmTerms: kv.peers.TermChecks,
 		Tuning:       cfg.timings.Raft,
 		Logger:       log,
+		Observer:     kv.metrics.raftObserver(),
 	})
 	kv.hub = watch.NewHub(watch.Config{
 		Partitions:   cfg.partitions,
@@ -163,6 +167,10 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	} else {
 		log.Info("joined the cluster", "cluster", kv.members.ClusterID(), "seeds", cfg.seeds,
 			"partitions", cfg.partitions, "replicas", cfg.replicas)
+	}
+	if err := kv.metrics.register(kv); err != nil {
+		_ = kv.Close() // leaves the cluster it just joined
+		return nil, err
 	}
 	kv.wg.Add(1)
 	go kv.convergeLoop()
@@ -200,6 +208,7 @@ func (kv *GridKV) WaitReady(ctx context.Context) error {
 // on the instance return ErrClosed.
 func (kv *GridKV) Close() error {
 	kv.closeOnce.Do(func() {
+		kv.metrics.unregister()
 		kv.closed.Store(true)
 		close(kv.done)
 		kv.cancelBG()

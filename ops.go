@@ -24,7 +24,10 @@ type Entry struct {
 
 // Set stores value under key. The value is copied; the caller may reuse it. WithTTL makes the
 // key expire.
-func (kv *GridKV) Set(ctx context.Context, key string, value []byte, opts ...Option) error {
+func (kv *GridKV) Set(ctx context.Context, key string, value []byte, opts ...Option) (err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opSet, m.now(), &err)
+	}
 	if err := kv.checkWrite(key, value); err != nil {
 		return err
 	}
@@ -37,11 +40,14 @@ func (kv *GridKV) Set(ctx context.Context, key string, value []byte, opts ...Opt
 }
 
 // Delete removes key. Deleting a missing key succeeds.
-func (kv *GridKV) Delete(ctx context.Context, key string, opts ...Option) error {
+func (kv *GridKV) Delete(ctx context.Context, key string, opts ...Option) (err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opDelete, m.now(), &err)
+	}
 	if err := kv.checkKey(key); err != nil {
 		return err
 	}
-	_, err := kv.write(ctx, store.Command{Op: store.OpDelete, Key: key}, 0)
+	_, err = kv.write(ctx, store.Command{Op: store.OpDelete, Key: key}, 0)
 	if errors.Is(err, store.ErrKeyNotFound) {
 		return nil
 	}
@@ -51,7 +57,10 @@ func (kv *GridKV) Delete(ctx context.Context, key string, opts ...Option) error 
 // CompareAndDelete removes key only if its current version equals version, which must not be
 // 0. On mismatch it returns ErrVersionMismatch and the current entry (Version 0 if absent).
 // Watchers see EventDelete.
-func (kv *GridKV) CompareAndDelete(ctx context.Context, key string, version uint64, opts ...Option) (Entry, error) {
+func (kv *GridKV) CompareAndDelete(ctx context.Context, key string, version uint64, opts ...Option) (_ Entry, err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opCAD, m.now(), &err)
+	}
 	if err := kv.checkKey(key); err != nil {
 		return Entry{}, err
 	}
@@ -69,7 +78,10 @@ func (kv *GridKV) CompareAndDelete(ctx context.Context, key string, version uint
 // the key does not exist). It returns the new entry; on mismatch it returns
 // ErrVersionMismatch and the current entry (Version 0 if absent). CompareAndSwap is always
 // acknowledged at commit or later, since its outcome is decided when it applies.
-func (kv *GridKV) CompareAndSwap(ctx context.Context, key string, version uint64, value []byte, opts ...Option) (Entry, error) {
+func (kv *GridKV) CompareAndSwap(ctx context.Context, key string, version uint64, value []byte, opts ...Option) (_ Entry, err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opCAS, m.now(), &err)
+	}
 	if err := kv.checkWrite(key, value); err != nil {
 		return Entry{}, err
 	}
@@ -123,7 +135,10 @@ func (kv *GridKV) Get(ctx context.Context, key string, opts ...Option) ([]byte, 
 // GetEntry returns key's value and version, or ErrKeyNotFound. The version comes from the
 // Raft log position of the write that produced the value: unique and strictly increasing
 // within the key's partition, and the same on every replica.
-func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (Entry, error) {
+func (kv *GridKV) GetEntry(ctx context.Context, key string, opts ...Option) (_ Entry, err error) {
+	if m := kv.metrics; m != nil {
+		defer m.observeOp(opGet, m.now(), &err)
+	}
 	if err := kv.checkKey(key); err != nil {
 		return Entry{}, err
 	}
@@ -245,8 +260,12 @@ func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd stor
 		// The key's deadline has passed but its expiry has not applied: it goes first, so
 		// the write finds the key absent and watchers see the expiry before the write.
 		expire := store.Command{Op: store.OpExpire, Key: cmd.Key, Version: v}
-		if _, err := g.Propose(ctx, expire, raftgroup.WriteLevel{Ack: raftgroup.AckCommit}); err != nil {
+		res, err := g.Propose(ctx, expire, raftgroup.WriteLevel{Ack: raftgroup.AckCommit})
+		if err != nil {
 			return store.Result{}, err
+		}
+		if res.Err == nil {
+			kv.metrics.expired()
 		}
 	}
 	res, err := g.Propose(ctx, cmd, level)
@@ -301,6 +320,7 @@ func route[T any](kv *GridKV, ctx context.Context, p int, local func(*raftgroup.
 // the partition, if any, and its term: with three voters, leader and forwarder then make the
 // majority that confirms the read (raftgroup.Group.ReadIndexVouched).
 func (kv *GridKV) forward(ctx context.Context, addr string, req *protocol.OpRequest) (store.Result, error) {
+	kv.metrics.forward(opOf(req.Op))
 	req.VouchServer, req.VouchTerm = "", 0
 	if req.Op == protocol.OpGet && !req.Stale {
 		if g := kv.groups.Group(req.Partition); g != nil {

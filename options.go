@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/feellmoose/gridkv/membership"
 	"github.com/feellmoose/gridkv/raftgroup"
 	"github.com/feellmoose/gridkv/store"
@@ -44,6 +46,13 @@ type GridKVOptions struct {
 	Partitions   int // default DefaultPartitions
 
 	Logger *slog.Logger // nil: discard
+
+	// Metrics, when set, is where the node registers its Prometheus collectors; every
+	// metric name starts with "gridkv_" and every series carries node=LocalNodeID, so nodes
+	// with different IDs can share a registry. Close unregisters them. The Go runtime and
+	// process collectors are the program's to register. nil: no metrics, and no cost beyond
+	// a nil check per call. See docs/operations.md.
+	Metrics prometheus.Registerer
 
 	// Timings tunes failure detection, elections and placement; nil: DefaultTimings(). A
 	// zero field takes its DefaultTimings value.

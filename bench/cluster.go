@@ -11,6 +11,7 @@ import (
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/freeport"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // nodeSpec is everything needed to start one node, in this process or in a child (it travels
@@ -25,6 +26,7 @@ type nodeSpec struct {
 	Partitions  int
 	Timings     string
 	Verbose     bool
+	Metrics     bool // register the node's metrics in a registry of its own
 }
 
 func (s nodeSpec) options(t gridkv.Timings) *gridkv.GridKVOptions {
@@ -37,7 +39,17 @@ func (s nodeSpec) options(t gridkv.Timings) *gridkv.GridKVOptions {
 		Partitions:   s.Partitions,
 		Logger:       newLogger(s.Verbose, s.ID),
 		Timings:      &t,
+		Metrics:      s.registry(),
 	}
+}
+
+// registry is a fresh registry with -metrics, nil without. Nothing scrapes it during a run:
+// what is measured is the instrumentation on the request path.
+func (s nodeSpec) registry() prometheus.Registerer {
+	if !s.Metrics {
+		return nil
+	}
+	return prometheus.NewRegistry()
 }
 
 func newLogger(verbose bool, node string) *slog.Logger {
@@ -71,6 +83,7 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 			Partitions:  cfg.partitions,
 			Timings:     cfg.timings,
 			Verbose:     cfg.verbose,
+			Metrics:     cfg.metrics,
 		}
 		if i > 0 {
 			spec.Seeds = []string{first}

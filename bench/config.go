@@ -29,6 +29,7 @@ type config struct {
 	cpuProfile string // file for a CPU profile of the run; "" for none
 	verbose    bool
 	quick      bool
+	metrics    bool // every node gets a Prometheus registry in GridKVOptions.Metrics
 }
 
 // shape is a cluster layout; scenarios of the same shape share one cluster.
@@ -127,6 +128,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		verbose    = fs.Bool("v", false, "log GridKV's messages to stderr")
 		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
+		metrics    = fs.Bool("metrics", false, "give every node a Prometheus registry (GridKVOptions.Metrics), to measure the instrumentation's cost")
 	)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -155,6 +157,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		cpuProfile: *cpuProfile,
 		verbose:    *verbose,
 		quick:      *quick,
+		metrics:    *metrics,
 	}
 	if c.quick {
 		if !set["duration"] {

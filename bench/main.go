@@ -13,6 +13,7 @@
 //	go run ./bench -rate 20000          # open loop: 20000 requests/s on a fixed schedule
 //	go run ./bench -procs               # nodes 2..n in their own OS processes
 //	go run ./bench -list                # the scenarios
+//	go run ./bench -metrics             # every node with Prometheus metrics (GridKVOptions.Metrics)
 //
 // Closed loop (the default) runs -workers clients, each issuing its next request as soon as
 // the previous one returns; in-process, client i uses node i mod n. Open loop (-rate R)
@@ -114,6 +115,9 @@ func (c *config) summary() string {
 	where := "in-process nodes"
 	if c.procs {
 		where = "one process per node"
+	}
+	if c.metrics {
+		where += ", metrics on"
 	}
 	return fmt.Sprintf("# gridkv bench: %s, %d keys, values %v B, %v keys, %v per scenario, %s timings, %s",
 		mode, c.keys, c.valueSizes, c.dists, c.duration, c.timings, where)

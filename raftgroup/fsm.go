@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"
@@ -32,6 +33,8 @@ var applyHook atomic.Pointer[func(part *store.Partition, l *raft.Log)]
 // nor votes. The other replicas of the group carry on without it.
 type fsm struct {
 	part *store.Partition
+	// observer (nil: none) times snapshots; set before raft starts, read-only after.
+	observer Observer
 
 	// failed is set once, when an apply or restore panicked, and never cleared. Atomic so the
 	// apply path checks it without the lock.
@@ -253,7 +256,12 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.failed.Load() {
 		return nil, errStateMachineFailed
 	}
-	return &fsmSnapshot{snap: f.part.Snapshot()}, nil
+	s := &fsmSnapshot{observer: f.observer}
+	if s.observer != nil {
+		s.start = time.Now()
+	}
+	s.snap = f.part.Snapshot()
+	return s, nil
 }
 
 // Restore replaces the partition with a snapshot. A panic while restoring fails the state
@@ -262,6 +270,10 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	defer rc.Close()
 	if f.failed.Load() {
 		return errStateMachineFailed
+	}
+	if f.observer != nil {
+		start := time.Now()
+		defer func() { f.observer.SnapshotInstalled(time.Since(start), err) }()
 	}
 	f.mu.Lock()
 	guard := f.guard
@@ -282,11 +294,18 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	return f.part.RestoreIf(rc, guard.admit)
 }
 
-type fsmSnapshot struct{ snap *store.Snapshot }
+type fsmSnapshot struct {
+	snap     *store.Snapshot
+	observer Observer  // nil: none
+	start    time.Time // when the state machine captured the snapshot, with an observer
+}
 
 // Persist hands the view itself to this package's snapshot store, which serializes it only
 // when a follower needs it; any other sink gets the bytes.
-func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) (err error) {
+	if s.observer != nil {
+		defer func() { s.observer.SnapshotTaken(time.Since(s.start), err) }()
+	}
 	if vs, ok := sink.(*viewSink); ok {
 		vs.attach(s.snap)
 		s.snap = nil // the store owns it now; Release must not drop its entries

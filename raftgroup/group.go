@@ -45,6 +45,8 @@ type Group struct {
 	// entries and commands count the log entries this replica proposed as leader and the
 	// commands they carried: commands per entry is how well proposals batch.
 	entries, commands atomic.Uint64
+	// leaderChanges counts the leaders this replica learned of (see countLeaderChanges).
+	leaderChanges atomic.Uint64
 	// Read counters, see ReadStats.
 	confirmedReads, vouchedReads, readRounds, heartbeatRounds atomic.Uint64
 	// preferredPeer is the raft.ServerID that last said yes to one of this group's term
@@ -82,6 +84,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	stores := newReplicaStores(g.part)
 	g.fsm, g.logs, g.snaps = stores.fsm, stores.logs, stores.snaps
+	g.fsm.observer = cfg.Observer
 	stores.snaps.onResend = g.requestSnapshot
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
@@ -117,6 +120,7 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
 	}
 	g.raft = r
+	g.countLeaderChanges()
 	g.fsm.setFailStop(g.logger, func() { _ = r.Shutdown().Error() })
 	if bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: g.self, Address: local}}}

@@ -85,6 +85,10 @@ type Config struct {
 
 	Tuning Tuning       // zero: DefaultTuning()
 	Logger *slog.Logger // nil: discard
+
+	// Observer (optional) learns of snapshots taken and installed, for metrics; nil: none,
+	// and no observer is registered with raft.
+	Observer Observer
 }
 
 // Manager owns the groups this node hosts. Safe for concurrent use.
