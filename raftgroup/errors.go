@@ -17,6 +17,10 @@ var (
 
 	// ErrClosed reports that the group or manager has shut down.
 	ErrClosed = errors.New("raftgroup: closed")
+
+	// ErrUnrecoverable reports a durable replica whose state cannot be rebuilt from its
+	// directory (no usable snapshot, and a log that does not start at the first entry).
+	ErrUnrecoverable = errors.New("raftgroup: replica cannot be recovered from disk")
 )
 
 // NotLeaderError names the leader this replica knows of, if any, so the caller can go there.

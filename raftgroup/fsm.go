@@ -311,6 +311,9 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) (err error) {
 		s.snap = nil // the store owns it now; Release must not drop its entries
 		return sink.Close()
 	}
+	if fs, ok := sink.(*fileSink); ok {
+		fs.local = true
+	}
 	if _, err := s.snap.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err

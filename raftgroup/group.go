@@ -25,7 +25,8 @@ type Group struct {
 	part     *store.Partition
 	fsm      *fsm
 	logs     *appendNotifier
-	snaps    *viewSnapshotStore
+	snaps    snapshotStore
+	disk     *diskStores // nil for a replica in memory
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	created  time.Time
@@ -81,11 +82,23 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 
 		snapshotNow: make(chan struct{}, 1),
 	}
+	var stores *replicaStores
+	if cfg.Storage.DataDir != "" {
+		disk, err := openDisk(PartitionDir(cfg.Storage.DataDir, id), m.disk, cfg.Logger, id)
+		if err != nil {
+			g.part.Close()
+			return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
+		}
+		g.disk = disk
+		disk.log.failed = func(err error) { m.restartReplica(id, g, err) }
+		stores = newDiskReplicaStores(g.part, disk)
+	} else {
+		stores = newReplicaStores(g.part)
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
-	stores := newReplicaStores(g.part)
 	g.fsm, g.logs, g.snaps = stores.fsm, stores.logs, stores.snaps
 	g.fsm.observer = cfg.Observer
-	stores.snaps.onResend = g.requestSnapshot
+	stores.snaps.setOnResend(g.requestSnapshot)
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
 	layer := &taggedLayer{StreamLayer: cfg.Layer(uint32(id)), incarnation: cfg.Incarnation, local: advertised(local)}
@@ -109,7 +122,8 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.ShutdownOnRemove = true
-	rc.NoSnapshotRestoreOnStart = true
+	// A replica in memory starts empty; a durable one starts from its newest snapshot.
+	rc.NoSnapshotRestoreOnStart = g.disk == nil
 	rc.Logger = raftLogger(cfg.Logger, id)
 
 	r, err := raft.NewRaft(rc, g.fsm, g.logs, stores.stable, stores.snaps, g.trans)
@@ -117,6 +131,9 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 		g.cancel()
 		g.trans.Close()
 		g.part.Close()
+		if g.disk != nil {
+			g.disk.close()
+		}
 		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
 	}
 	g.raft = r
@@ -145,12 +162,37 @@ type replicaStores struct {
 	log    *replayLog
 	logs   *appendNotifier // log, as raft writes to it
 	stable raft.StableStore
-	snaps  *viewSnapshotStore
+	snaps  snapshotStore
+}
+
+// snapshotStore is a group's snapshot store: viewSnapshotStore in memory, fileSnapshots on
+// disk.
+type snapshotStore interface {
+	raft.SnapshotStore
+	// setOnResend sets what runs when a snapshot is opened to be sent again.
+	setOnResend(func())
+	// restored settles the install whose restore just ended with err.
+	restored(err error)
+	// close waits for what the store runs on its own, and starts no more.
+	close()
 }
 
 func newReplicaStores(part *store.Partition) *replicaStores {
 	s := &replicaStores{fsm: newFSM(part), stable: raft.NewInmemStore(), snaps: &viewSnapshotStore{}}
 	s.log = newReplayLog(raft.NewInmemStore(), part.AppliedIndex)
+	s.logs = newAppendNotifier(s.log)
+	s.fsm.setRestoreGuard(s)
+	return s
+}
+
+// newDiskReplicaStores wires a durable replica: raft-wal is its log and stable store. Its log
+// is monotonic (no gaps), so raft clears it after restoring a snapshot, and a snapshot older
+// than what the replica applied is refused rather than replayed over (see replayLog).
+func newDiskReplicaStores(part *store.Partition, disk *diskStores) *replicaStores {
+	s := &replicaStores{fsm: newFSM(part), stable: disk.wal, snaps: disk.snaps}
+	s.log = newReplayLog(disk.log, part.AppliedIndex)
+	s.log.noReplay = true
+	s.log.keepAfter = disk.snaps.oldestSnapshot
 	s.logs = newAppendNotifier(s.log)
 	s.fsm.setRestoreGuard(s)
 	return s
@@ -292,6 +334,9 @@ func (g *Group) shutdown() {
 		g.cancel()
 		g.wg.Wait()
 		g.trans.Close()
+		if g.disk != nil {
+			g.disk.close()
+		}
 		g.part.Close()
 	})
 }

@@ -43,6 +43,15 @@ func (a *appendNotifier) forget(data []byte) {
 	a.mu.Unlock()
 }
 
+// IsMonotonic tells raft whether the log below accepts only consecutive indexes
+// (raft.MonotonicLogStore); raft then clears it after restoring a snapshot.
+func (a *appendNotifier) IsMonotonic() bool { return isMonotonic(a.LogStore) }
+
+func isMonotonic(s raft.LogStore) bool {
+	m, ok := s.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 func (a *appendNotifier) StoreLog(l *raft.Log) error {
 	return a.StoreLogs([]*raft.Log{l})
 }
@@ -116,7 +125,19 @@ type replayLog struct {
 	// restoring is set from admitRestore to restoreDone. Until the restore swaps the state,
 	// the applied index still reads pinTo, which must not release the pin.
 	restoring bool
+	// noReplay refuses every snapshot older than what the replica applied. A monotonic log
+	// (a durable replica's) is cleared by raft after a restore, so nothing could be replayed;
+	// the leader sends a newer snapshot instead.
+	noReplay bool
+	// keepAfter, if set, returns an index whose successors compaction keeps: a durable
+	// replica keeps its log back to its oldest retained snapshot, so that snapshot can
+	// replace a newer one found bad at start. A deletion that reaches the last entry (raft
+	// clearing a monotonic log after a restore) is not a compaction and is not held back.
+	keepAfter func() uint64
 }
+
+// IsMonotonic passes the inner store's answer on (see appendNotifier.IsMonotonic).
+func (l *replayLog) IsMonotonic() bool { return isMonotonic(l.LogStore) }
 
 func newReplayLog(inner raft.LogStore, applied func() uint64) *replayLog {
 	return &replayLog{LogStore: inner, applied: applied}
@@ -131,6 +152,9 @@ func (l *replayLog) admitRestore(index uint64) error {
 	applied := l.applied()
 	if index >= applied {
 		return nil // nothing to replay that this replica applied before
+	}
+	if l.noReplay {
+		return fmt.Errorf("raftgroup: refusing a snapshot at index %d: this replica applied %d already", index, applied)
 	}
 	var e raft.Log
 	if err := l.LogStore.GetLog(index+1, &e); err != nil {
@@ -166,6 +190,14 @@ func (l *replayLog) DeleteRange(lo, hi uint64) error {
 		hi = min(hi, l.pinFrom-1)
 		if hi < lo {
 			return nil
+		}
+	}
+	if l.keepAfter != nil {
+		if last, err := l.LogStore.LastIndex(); err == nil && hi < last {
+			hi = min(hi, l.keepAfter())
+			if hi < lo {
+				return nil
+			}
 		}
 	}
 	return l.LogStore.DeleteRange(lo, hi)

@@ -94,11 +94,18 @@ type Config struct {
 // Manager owns the groups this node hosts. Safe for concurrent use.
 type Manager struct {
 	cfg     Config
+	disk    *diskIO                 // shared by the durable replicas; unused without Storage.DataDir
 	groups  []atomic.Pointer[Group] // by partition; nil when not hosted. Lock-free for the hot path.
 	confirm *termConfirmer          // nil without Config.ConfirmTerms
 
 	mu     sync.Mutex // serialises Open, Drop and Close; guards closed and failed
 	closed bool
+	// restarts counts the goroutines restarting durable replicas whose disk failed; Close
+	// waits for them. restartMu guards restartsClosed and orders Add before Close's Wait.
+	restarts       sync.WaitGroup
+	restartMu      sync.Mutex
+	restartsClosed bool
+	stop           chan struct{} // closed by Close
 	// failed holds partitions whose replica failed here (fail-stop). They are not reopened
 	// in this incarnation: a new replica would carry the failed one's server ID without its
 	// term and vote. The node's next start has a new identity.
@@ -113,7 +120,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, groups: make([]atomic.Pointer[Group], cfg.Partitions), failed: make(map[int]bool)}
+	m := &Manager{cfg: cfg, disk: &diskIO{sync: cfg.Storage.Sync}, groups: make([]atomic.Pointer[Group], cfg.Partitions), failed: make(map[int]bool), stop: make(chan struct{})}
 	if cfg.ConfirmTerms != nil {
 		m.confirm = newTermConfirmer(cfg.ConfirmTerms, cfg.Tuning.HeartbeatTimeout, cfg.Logger)
 	}
@@ -164,12 +171,63 @@ func (m *Manager) Drop(p int) {
 		return
 	}
 	m.groups[p].Store(nil)
-	if g.Failed() {
+	failed := g.Failed()
+	if failed {
 		m.failed[p] = true
 	}
 	g.shutdown()
+	if dir := m.cfg.Storage.DataDir; dir != "" && !failed {
+		// A failed replica's files are kept for inspection; the node does not reopen it.
+		if err := removeReplicaDir(PartitionDir(dir, p)); err != nil {
+			m.cfg.Logger.Warn("deleting a dropped replica's directory", "partition", p, "err", err)
+		}
+	}
 	m.cfg.Logger.Debug("replica dropped", "partition", p)
 }
+
+// restartReplica stops g, a durable replica of partition p whose log write failed (a full
+// disk, an I/O error), and opens it again from its directory a second later, retrying every
+// second until it opens or the manager closes. The writes of that batch failed with the
+// error raft got; what the replica had synced is on disk, and once open again it catches up
+// from its peers. It is called on raft's goroutine and takes none of the manager's locks
+// there: Drop and Close hold m.mu while they wait for raft to stop.
+func (m *Manager) restartReplica(p int, g *Group, cause error) {
+	m.restartMu.Lock()
+	defer m.restartMu.Unlock()
+	if m.restartsClosed {
+		return
+	}
+	m.restarts.Add(1)
+	go func() {
+		defer m.restarts.Done()
+		m.cfg.Logger.Warn("a replica's log write failed; restarting it from disk", "partition", p, "err", cause)
+		m.mu.Lock()
+		if m.groups[p].Load() == g {
+			m.groups[p].Store(nil)
+		}
+		m.mu.Unlock()
+		g.shutdown()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-time.After(time.Second):
+			}
+			_, err := m.Open(p, false)
+			if err == nil || errors.Is(err, ErrClosed) {
+				m.cfg.Logger.Info("replica restarted from disk", "partition", p, "err", err)
+				return
+			}
+			m.cfg.Logger.Warn("reopening a replica from disk", "partition", p, "err", err)
+		}
+	}()
+}
+
+// Fsyncs returns how many times the node's durable replicas have forced their logs to disk.
+func (m *Manager) Fsyncs() uint64 { return m.disk.fsyncs.Load() }
+
+// Durable reports whether the groups keep their state under Storage.DataDir.
+func (m *Manager) Durable() bool { return m.cfg.Storage.DataDir != "" }
 
 // Hosted returns the groups this node runs.
 func (m *Manager) Hosted() []*Group {
@@ -212,6 +270,13 @@ func (m *Manager) Close() error {
 		}()
 	}
 	wg.Wait()
+	m.restartMu.Lock()
+	if !m.restartsClosed {
+		m.restartsClosed = true
+		close(m.stop)
+	}
+	m.restartMu.Unlock()
+	m.restarts.Wait()
 	if m.confirm != nil {
 		m.confirm.close()
 	}

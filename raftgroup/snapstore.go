@@ -122,6 +122,12 @@ func (s *viewSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, 
 	return &meta, pr, nil
 }
 
+func (s *viewSnapshotStore) setOnResend(fn func()) {
+	s.mu.Lock()
+	s.onResend = fn
+	s.mu.Unlock()
+}
+
 // close waits for the snapshots being written out to end, and opens no more. Raft closes
 // every snapshot it opened by the time its shutdown completes, which ends their writers.
 func (s *viewSnapshotStore) close() {

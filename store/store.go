@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Size limits. They bound what one command may carry, so that a decoder
@@ -132,6 +133,43 @@ type StorageOptions struct {
 	// (MaxMemoryMB). 0 means DefaultHistoryBytes; negative values are
 	// invalid.
 	HistoryBytes int
+
+	// DataDir: "" keeps memory only (a restarted node comes back empty under a new
+	// identity). Set, the node keeps its Raft logs, votes and snapshots under DataDir;
+	// started again with the same LocalNodeID and DataDir it recovers its data and its place
+	// in every group, and a whole cluster stopped at once (or killed) comes back with every
+	// acknowledged write. The state machine itself stays in memory. See docs/durability.md.
+	DataDir string
+	// Sync says when a write reaches stable storage with a DataDir (ignored without one).
+	// Zero is SyncAlways.
+	Sync SyncMode
+}
+
+// SyncMode says when a replica's log writes are forced to stable storage (fsync).
+type SyncMode int
+
+const (
+	// SyncAlways fsyncs every batch of log entries before the replica reports it stored:
+	// a write is acknowledged only once it is on stable storage on the replicas that make
+	// its quorum. One fsync covers every entry raft hands the log at once (group commit).
+	SyncAlways SyncMode = iota
+	// SyncNone never fsyncs log entries; the operating system writes them back in its own
+	// time. A crashed process loses nothing (its writes are in the kernel's page cache); a
+	// machine that loses power or panics can lose the writes of its last seconds, and a
+	// cluster whose quorum of replicas lost power together can lose acknowledged writes.
+	// Votes and terms are still fsynced.
+	SyncNone
+)
+
+// String returns the mode's name.
+func (m SyncMode) String() string {
+	switch m {
+	case SyncAlways:
+		return "always"
+	case SyncNone:
+		return "none"
+	}
+	return "SyncMode(" + strconv.Itoa(int(m)) + ")"
 }
 
 // DefaultStorageOptions returns the defaults: sharded backend with
@@ -172,6 +210,9 @@ func (o StorageOptions) Validate() error {
 	}
 	if o.HistoryBytes < 0 {
 		return fmt.Errorf("store: HistoryBytes %d is negative", o.HistoryBytes)
+	}
+	if o.Sync != SyncAlways && o.Sync != SyncNone {
+		return fmt.Errorf("store: Sync %v is unknown", o.Sync)
 	}
 	if o.Backend == BackendMemorySharded {
 		n := o.ShardCount
