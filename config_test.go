@@ -516,3 +516,25 @@ func TestGetEntryOfPermanentKeyHasNoDeadline(t *testing.T) {
 		}
 	}
 }
+
+// CompareAndSwap WithTTL returns the deadline it wrote, whether the node it was called on
+// leads the key's partition or forwards to the leader.
+func TestCompareAndSwapReturnsItsDeadline(t *testing.T) {
+	c := cluster.Start(t, 3, cluster.Options{Partitions: 4})
+	ctx := testContext(t, 30*time.Second)
+	for i := range 3 {
+		key := fmt.Sprintf("cas-ttl/%d", i)
+		start := time.Now()
+		e, err := c.Node(i).KV.CompareAndSwap(ctx, key, 0, []byte("v"), gridkv.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.ExpiresAt.Before(start.Add(time.Minute)) || e.ExpiresAt.After(time.Now().Add(time.Minute+time.Second)) {
+			t.Fatalf("CompareAndSwap WithTTL(1m) through node %d returned ExpiresAt %v, want about a minute from now", i, e.ExpiresAt)
+		}
+		got, err := c.Node(i).KV.GetEntry(ctx, key)
+		if err != nil || !got.ExpiresAt.Equal(e.ExpiresAt) {
+			t.Fatalf("GetEntry after CompareAndSwap: %v, %v; CompareAndSwap returned ExpiresAt %v", got, err, e.ExpiresAt)
+		}
+	}
+}

@@ -122,7 +122,8 @@ type Result struct {
 	// version removed; for a Delete of an absent key, 0.
 	Version uint64
 	// ExpiresAt is, where Value is set, the key's deadline in Unix
-	// nanoseconds (0: none). Callers reading a key fill it in the same way.
+	// nanoseconds (0: none); for a successful Set or CAS, the deadline it
+	// wrote. Callers reading a key fill it in the same way.
 	ExpiresAt int64
 	// Value is set only when a CAS or OpCompareAndDelete fails on
 	// ErrVersionMismatch and the key exists: a copy of its current value, so
@@ -303,7 +304,7 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 		s.mu.Lock()
 		s.put(h, rec, old)
 		s.mu.Unlock()
-		r.Version = version
+		r.Version, r.ExpiresAt = version, c.ExpiresAt
 		dBytes += rec.size()
 		if old.exists() {
 			dBytes -= old.size()
