@@ -23,6 +23,7 @@ func (kv *GridKV) convergeLoop() {
 	for {
 		deadSince = kv.convergeTick(deadSince, offset)
 		kv.peers.Prune()
+		kv.rememberPeers()
 		offset++
 		select {
 		case <-kv.done:
@@ -30,6 +31,26 @@ func (kv *GridKV) convergeLoop() {
 		case <-tick.C:
 		case <-kv.poke:
 		}
+	}
+}
+
+// rememberPeers keeps a durable node's record of the other live members' addresses current,
+// so that started again it can find its cluster without seeds.
+func (kv *GridKV) rememberPeers() {
+	if kv.data == nil {
+		return
+	}
+	var addrs []string
+	for _, m := range kv.members.Members() {
+		if m.ID != kv.cfg.nodeID && (m.State == membership.StateAlive || m.State == membership.StateSuspect) {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return // alone for now: keep the peers it had
+	}
+	if err := kv.data.savePeers(addrs); err != nil {
+		kv.cfg.logger.Warn("recording the cluster's members in Storage.DataDir", "err", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,8 @@ type GridKV struct {
 	hub *watch.Hub
 	// metrics is the node's instrumentation; nil without GridKVOptions.Metrics.
 	metrics *nodeMetrics
+	// data is the node's open DataDir; nil for a node in memory.
+	data *dataDir
 	// hosted is which partitions this node hosted at the last convergence tick; only the
 	// convergence loop uses it.
 	hosted []bool
@@ -84,19 +87,42 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	kv.bg, kv.cancelBG = context.WithCancel(context.Background())
 	log := cfg.logger.With("node", cfg.nodeID)
 
+	// A node started again on its DataDir is the node it was: same incarnation (so the same
+	// Raft server IDs), same cluster, same settings.
+	var restart *identity
+	if dir := cfg.storage.DataDir; dir != "" {
+		if kv.data, err = openDataDir(dir, cfg.nodeID); err != nil {
+			return nil, err
+		}
+		if restart = kv.data.found; restart != nil {
+			kv.incarnation, _ = restart.incarnation()
+			if err := cfg.adoptCluster(restart.Partitions, restart.Replicas); err != nil {
+				kv.data.close()
+				return nil, fmt.Errorf("%w (the cluster of Storage.DataDir %q)", err, dir)
+			}
+		}
+	}
+
 	if addr := cfg.unprotectedExposure(); addr != "" {
 		log.Warn("gridkv: listening on a non-loopback address without a ClusterKey: anyone who can reach it can join the cluster and read or write its data",
 			"addr", addr)
 	}
 	kv.trans, err = transport.Listen(cfg.network, cfg.addr, log)
 	if err != nil {
+		kv.data.close()
 		return nil, fmt.Errorf("gridkv: listen on %s: %w", cfg.network.BindAddr, err)
 	}
 	kv.peers = protocol.NewClient(kv.trans, cfg.network.MaxFrameSize, kv.forgetLeader)
 
-	bootstrap := len(cfg.seeds) == 0
+	// Only a node without seeds and without state creates a cluster. A node with state
+	// rejoins its own, seeds or not.
+	bootstrap := len(cfg.seeds) == 0 && restart == nil
 	clusterID := ""
-	if bootstrap {
+	var peers []string
+	switch {
+	case restart != nil:
+		clusterID, peers = restart.ClusterID, restart.Peers
+	case bootstrap:
 		clusterID = membership.NewClusterSettingsID(cfg.partitions, cfg.replicas)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timings.JoinTimeout+5*time.Second)
@@ -107,6 +133,8 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Incarnation: kv.incarnation,
 		ClusterID:   clusterID,
 		Seeds:       cfg.seeds,
+		Rejoin:      restart != nil,
+		Peers:       peers,
 		Transport:   kv.trans.Gossip(),
 		Timing:      cfg.timings.Gossip,
 		JoinTimeout: cfg.timings.JoinTimeout,
@@ -117,6 +145,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	if err != nil {
 		kv.peers.Close()
 		kv.trans.Close()
+		kv.data.close()
 		return nil, fmt.Errorf("gridkv: joining the cluster: %w", err)
 	}
 	if partitions, replicas, ok := membership.ClusterSettings(kv.members.ClusterID()); ok && !bootstrap {
@@ -125,6 +154,17 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 			if lerr := kv.members.Leave(time.Second); lerr != nil {
 				log.Debug("leave", "err", lerr)
 			}
+			kv.shutdown()
+			return nil, err
+		}
+	}
+	if kv.data != nil && restart == nil {
+		// Written before any replica's directory exists: a directory with replicas always
+		// says whose they are.
+		if err := kv.data.save(identity{
+			Format: identityFormat, ClusterID: kv.members.ClusterID(), NodeID: cfg.nodeID,
+			Incarnation: strconv.FormatUint(kv.incarnation, 16), Partitions: cfg.partitions, Replicas: cfg.replicas,
+		}); err != nil {
 			kv.shutdown()
 			return nil, err
 		}
@@ -156,7 +196,29 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 	protocol.NewServer(replicas{kv}, cfg.partitions, cfg.network.MaxFrameSize, log).Register(kv.trans)
 	kv.trans.SetUnknownGroupHandler(kv.openOnDemand)
 
-	if bootstrap {
+	switch {
+	case restart != nil:
+		// Every replica this node kept comes back as the member it was; raft's own
+		// configuration, in its log and snapshots, says of which group.
+		onDisk, err := raftgroup.PartitionsOnDisk(cfg.storage.DataDir)
+		if err == nil {
+			for _, p := range onDisk {
+				if p >= cfg.partitions {
+					err = fmt.Errorf("a replica of partition %d, beyond the cluster's %d", p, cfg.partitions)
+					break
+				}
+				if _, err = kv.groups.Open(p, false); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			kv.shutdown()
+			return nil, fmt.Errorf("gridkv: reopening the replicas in Storage.DataDir %q: %w", cfg.storage.DataDir, err)
+		}
+		log.Info("restarted from disk", "cluster", kv.members.ClusterID(), "data_dir", cfg.storage.DataDir,
+			"replicas", len(onDisk), "incarnation", strconv.FormatUint(kv.incarnation, 16))
+	case bootstrap:
 		for p := 0; p < cfg.partitions; p++ {
 			if _, err := kv.groups.Open(p, true); err != nil {
 				kv.shutdown()
@@ -164,7 +226,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 			}
 		}
 		log.Info("created a new cluster", "cluster", kv.members.ClusterID(), "partitions", cfg.partitions)
-	} else {
+	default:
 		log.Info("joined the cluster", "cluster", kv.members.ClusterID(), "seeds", cfg.seeds,
 			"partitions", cfg.partitions, "replicas", cfg.replicas)
 	}
@@ -215,10 +277,15 @@ func (kv *GridKV) Close() error {
 		kv.peers.Close()
 		kv.wg.Wait()
 		kv.handOffLeadership()
-		if err := kv.members.Leave(time.Second); err != nil {
-			kv.cfg.logger.Debug("leave", "err", err)
+		// A node in memory leaves for good: its replicas are replaced at once. A durable
+		// node stops to come back with its data, as the same member of every group: it
+		// does not leave, and is replaced only if it stays away past DeadGrace.
+		if kv.data == nil {
+			if err := kv.members.Leave(time.Second); err != nil {
+				kv.cfg.logger.Debug("leave", "err", err)
+			}
+			kv.awaitRemoval(5 * time.Second)
 		}
-		kv.awaitRemoval(5 * time.Second)
 		kv.closeErr = kv.shutdown()
 		// A hand-off still waiting on raft ended when its group stopped.
 		kv.handoffs.Wait()
@@ -244,6 +311,7 @@ func (kv *GridKV) shutdown() error {
 	if err := kv.trans.Close(); err != nil && first == nil {
 		first = err
 	}
+	kv.data.close()
 	return first
 }
 

@@ -217,7 +217,11 @@ func (d *delegates) NotifyMerge(peers []*memberlist.Node) (err error) {
 	case theirs != "" && theirs != ours:
 		m.logRefusal(from, theirs, "refusing member from another cluster",
 			"local_cluster", ours, "remote_cluster", theirs, "peers", len(peers))
-		return fmt.Errorf("%w: %s is in cluster %s, we are in %s", ErrForeignCluster, from, theirs, ours)
+		err := fmt.Errorf("%w: %s is in cluster %s, we are in %s", ErrForeignCluster, from, theirs, ours)
+		m.mu.Lock()
+		m.foreign = err
+		m.mu.Unlock()
+		return err
 	}
 	return nil
 }

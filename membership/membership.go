@@ -152,6 +152,15 @@ type Config struct {
 	// Seeds are host:port of existing members; this node's own Addr is
 	// skipped. A node with seeds never creates a cluster on its own.
 	Seeds []string
+	// Rejoin marks a node started again with the state of an earlier run: it
+	// belongs to ClusterID (required with Rejoin) whether or not anyone
+	// answers. Start tries Seeds and Peers once and goes on without them;
+	// the node keeps trying them in the background until they answer. Only a
+	// member of another cluster answering fails Start (ErrForeignCluster).
+	Rejoin bool
+	// Peers are host:port of members this node knew in its earlier run,
+	// tried like seeds with Rejoin.
+	Peers []string
 	// Transport carries gossip (UDP-like packets and TCP-like streams).
 	// Required. memberlist owns it from Start on: Shutdown (and a failed
 	// Start) shut it down.
@@ -216,6 +225,7 @@ type Membership struct {
 	members   map[string]*record                  // every other known member, by ID
 	refusals  map[string]time.Time                // last Warn per refused member+cluster
 	snapshot  map[string]memberlist.NodeStateType // states seen by the running snapshot
+	foreign   error                               // the last merge refused for another cluster's
 
 	seeds []string // validated seed addresses, for rejoinLoop; read-only after Start
 
@@ -309,7 +319,14 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	m.list = list
 
-	if len(seeds) > 0 {
+	if cfg.Rejoin {
+		if err := m.rejoin(); err != nil {
+			if serr := list.Shutdown(); serr != nil {
+				logger.Warn("shutting down memberlist after a refused rejoin", "err", serr)
+			}
+			return nil, err
+		}
+	} else if len(seeds) > 0 {
 		if err := m.join(ctx, seeds); err != nil {
 			if serr := list.Shutdown(); serr != nil {
 				logger.Warn("shutting down memberlist after failed join", "err", serr)
@@ -340,6 +357,9 @@ func validate(cfg *Config) ([]string, error) {
 	}
 	if cfg.Transport == nil {
 		return nil, fmt.Errorf("%w: Transport is nil", ErrInvalidConfig)
+	}
+	if cfg.Rejoin && cfg.ClusterID == "" {
+		return nil, fmt.Errorf("%w: Rejoin without a ClusterID", ErrInvalidConfig)
 	}
 	if len(cfg.ClusterID) > MaxClusterIDLen {
 		return nil, fmt.Errorf("%w: ClusterID of %d bytes, over %d", ErrInvalidConfig, len(cfg.ClusterID), MaxClusterIDLen)
@@ -374,8 +394,12 @@ func validate(cfg *Config) ([]string, error) {
 			ErrInvalidConfig, cfg.NodeID, cfg.Addr, cfg.ClusterID, len(worst), memberlist.MetaMaxSize)
 	}
 	var seeds []string
-	for _, s := range cfg.Seeds {
-		if !sameHostPort(s, cfg.Addr) {
+	candidates := cfg.Seeds
+	if cfg.Rejoin {
+		candidates = append(slices.Clone(cfg.Seeds), cfg.Peers...)
+	}
+	for _, s := range candidates {
+		if !sameHostPort(s, cfg.Addr) && !slices.Contains(seeds, s) {
 			seeds = append(seeds, s)
 		}
 	}
@@ -419,6 +443,30 @@ func newClusterID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])
+}
+
+// rejoin makes one attempt to reach the seeds and remembered peers of a node with state.
+// None answering is not an error: they may be starting too, and rejoinLoop keeps trying
+// them. Only an answer from another cluster is.
+func (m *Membership) rejoin() error {
+	if len(m.seeds) == 0 {
+		m.logger.Info("rejoining the cluster; no seeds or peers to contact, waiting to be found", "cluster", m.clusterID)
+		return nil
+	}
+	n, err := m.list.Join(m.seeds)
+	m.mu.Lock()
+	foreign := m.foreign
+	m.mu.Unlock()
+	if foreign != nil && n == 0 {
+		return foreign
+	}
+	if n > 0 {
+		m.logger.Info("rejoined the cluster", "cluster", m.clusterID, "answered", n)
+	} else {
+		m.logger.Info("rejoining the cluster; none of its members answered yet, trying in the background",
+			"cluster", m.clusterID, "tried", m.seeds, "err", err)
+	}
+	return nil
 }
 
 // join retries the seeds with backoff until one accepts us, the join timeout

@@ -24,6 +24,7 @@ type settings struct {
 	addr           string
 	seeds          string
 	dataDir        string
+	sync           string
 	partitions     int
 	replicas       int
 	clusterKeyFile string
@@ -52,7 +53,8 @@ func parseSettings(args []string, getenv func(string) string, out io.Writer) (se
 	fs.StringVar(&s.id, "id", "", "node ID, unique in the cluster (required)")
 	fs.StringVar(&s.addr, "addr", "", "host:port for cluster traffic, TCP and UDP; other nodes reach this node there (required)")
 	fs.StringVar(&s.seeds, "seeds", "", "comma-separated addresses (-addr) of existing members; empty: start a new cluster")
-	fs.StringVar(&s.dataDir, "data-dir", "", "directory for Raft logs and snapshots; empty: memory only")
+	fs.StringVar(&s.dataDir, "data-dir", "", "directory for Raft logs, votes and snapshots: the node keeps its data and identity across restarts; empty: memory only")
+	fs.StringVar(&s.sync, "sync", "always", "with -data-dir, when log writes reach the disk: always (fsync before a write is acknowledged) or none (the OS writes back; a power loss can lose the last seconds)")
 	fs.IntVar(&s.partitions, "partitions", 0, "partition count, fixed for the cluster's life (0: the cluster's, or the default for a new one)")
 	fs.IntVar(&s.replicas, "replicas", 0, "copies of each partition (0: the cluster's, or 3 for a new one)")
 	fs.StringVar(&s.clusterKeyFile, "cluster-key-file", "", "file holding the cluster key in hex (16, 24 or 32 bytes); empty: no encryption or authentication")
@@ -189,7 +191,7 @@ func (s settings) options(log *slog.Logger) (*gridkv.GridKVOptions, error) {
 		}
 		opts.ClusterKey = key
 	}
-	if err := applyDataDir(opts, s.dataDir); err != nil {
+	if err := applyDataDir(opts, s.dataDir, s.sync); err != nil {
 		return nil, err
 	}
 	return opts, nil

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/feellmoose/gridkv/store"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -55,7 +57,7 @@ func TestHelpNamesEveryFlagAndVariable(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, name := range []string{"id", "addr", "seeds", "data-dir", "partitions", "replicas", "cluster-key-file",
+	for _, name := range []string{"id", "addr", "seeds", "data-dir", "sync", "partitions", "replicas", "cluster-key-file",
 		"resp", "http", "log-format", "log-level", "timings", "op-timeout", "max-clients", "max-request-bytes", "pprof"} {
 		if !strings.Contains(out.String(), "-"+name+"  [env "+envName(name)+"]") {
 			t.Errorf("-h does not document -%s with %s", name, envName(name))
@@ -86,15 +88,36 @@ func TestClusterKeyFile(t *testing.T) {
 	}
 }
 
-// TestDataDirRefusedUntilSupported: this build has no StorageOptions.DataDir; a node asked
-// for one must refuse to start rather than run memory-only.
-func TestDataDirRefusedUntilSupported(t *testing.T) {
-	s, err := parseSettings([]string{"-id", "a", "-addr", "127.0.0.1:1", "-data-dir", t.TempDir()}, envOf(nil), &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.options(nil); err == nil || !strings.Contains(err.Error(), "-data-dir") {
-		t.Fatalf("options with -data-dir: %v", err)
+// -data-dir and -sync (or GRIDKV_DATA_DIR and GRIDKV_SYNC) set Storage.DataDir and Sync; a
+// sync mode without a directory, or an unknown one, is refused.
+func TestDataDirAndSync(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want store.SyncMode
+		err  string
+	}{
+		{args: []string{"-data-dir", dir}, want: store.SyncAlways},
+		{args: []string{"-data-dir", dir, "-sync", "none"}, want: store.SyncNone},
+		{env: map[string]string{"GRIDKV_DATA_DIR": dir, "GRIDKV_SYNC": "none"}, want: store.SyncNone},
+		{args: []string{"-data-dir", dir, "-sync", "sometimes"}, err: `-sync "sometimes"`},
+		{args: []string{"-sync", "none"}, err: "needs -data-dir"},
+	} {
+		s, err := parseSettings(append([]string{"-id", "a", "-addr", "127.0.0.1:1"}, tc.args...), envOf(tc.env), &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts, err := s.options(nil)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v %v: error %v, want one containing %q", tc.args, tc.env, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || opts.Storage == nil || opts.Storage.DataDir != dir || opts.Storage.Sync != tc.want {
+			t.Errorf("%v %v: options %+v, %v; want DataDir %s, Sync %v", tc.args, tc.env, opts.Storage, err, dir, tc.want)
+		}
 	}
 }
 

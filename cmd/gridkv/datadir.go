@@ -1,28 +1,33 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/store"
 )
 
-// applyDataDir sets the directory the node keeps its Raft state in.
-//
-// This build's store.StorageOptions has no DataDir yet (it arrives with the durability
-// work): until then a node program asked for one refuses to start rather than run memory
-// only while the operator believes it durable. At that merge the body becomes:
-//
-//	if dir == "" {
-//		return nil
-//	}
-//	if opts.Storage == nil {
-//		opts.Storage = &store.StorageOptions{}
-//	}
-//	opts.Storage.DataDir = dir
-//	return nil
-func applyDataDir(opts *gridkv.GridKVOptions, dir string) error {
+// applyDataDir sets the directory the node keeps its Raft state in, and when its log writes
+// reach the disk (-sync: always, the default, or none).
+func applyDataDir(opts *gridkv.GridKVOptions, dir, sync string) error {
+	var mode store.SyncMode
+	switch sync {
+	case "", "always":
+		mode = store.SyncAlways
+	case "none":
+		mode = store.SyncNone
+	default:
+		return fmt.Errorf("-sync %q: want always or none", sync)
+	}
 	if dir == "" {
+		if mode != store.SyncAlways {
+			return fmt.Errorf("-sync %s needs -data-dir", sync)
+		}
 		return nil
 	}
-	return errors.New("-data-dir: not supported by this build (store.StorageOptions has no DataDir yet): nodes keep data in memory only")
+	if opts.Storage == nil {
+		opts.Storage = &store.StorageOptions{}
+	}
+	opts.Storage.DataDir, opts.Storage.Sync = dir, mode
+	return nil
 }

@@ -243,8 +243,9 @@ func (c *Cluster) Crash(i int) {
 	}
 }
 
-// Restart starts a new, empty node in place of stopped node i, with the same ID and address
-// (GridKV gives it a new incarnation). Every fault naming the address is lifted first. It
+// Restart starts a node in place of stopped node i, with the same ID and address: a new,
+// empty one under a new incarnation, or, when its options give it a DataDir, the node it
+// was, from its disk. Every fault naming the address is lifted first. It
 // joins through the live nodes and replaces node i in Node, Live and Index.
 func (c *Cluster) Restart(t testing.TB, i int) *Node {
 	t.Helper()
@@ -254,6 +255,25 @@ func (c *Cluster) Restart(t testing.TB, i int) *Node {
 	}
 	c.Net.Forget(old.Addr)
 	node := c.start(t, i, old.ID, old.Addr)
+	c.mu.Lock()
+	c.nodes[i] = node
+	c.mu.Unlock()
+	return node
+}
+
+// RestartWithSeeds is Restart with the given seeds instead of the live nodes' addresses (none:
+// the node starts as the first node of a cluster does, or, with a DataDir, rejoins its own).
+func (c *Cluster) RestartWithSeeds(t testing.TB, i int, seeds []string) *Node {
+	t.Helper()
+	old := c.Node(i)
+	if !old.stopped.Load() {
+		t.Fatalf("cluster: RestartWithSeeds(%d): %s is still running", i, old.ID)
+	}
+	c.Net.Forget(old.Addr)
+	node, err := c.startWith(i, old.ID, old.Addr, seeds)
+	if err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
 	c.mu.Lock()
 	c.nodes[i] = node
 	c.mu.Unlock()
