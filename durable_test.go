@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/membership"
@@ -246,5 +248,20 @@ func TestDataDirOfAnotherClusterIsRefused(t *testing.T) {
 	}
 	if n := len(other.Node(0).KV.Status().Members); n != 1 {
 		t.Fatalf("the other cluster lists %d members, want 1", n)
+	}
+}
+
+// A durable node counts its log fsyncs in gridkv_wal_fsyncs_total.
+func TestDurableNodeCountsFsyncs(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c, _ := durableCluster(t, 1, cluster.Options{Partitions: 2, Mutate: func(_ int, o *gridkv.GridKVOptions) { o.Metrics = reg }})
+	writeAcked(t, c, "fsync", 20)
+	got := samples(t, reg, "gridkv_wal_fsyncs_total", nil)
+	var total float64
+	for _, v := range got {
+		total += v
+	}
+	if total < 1 {
+		t.Fatalf("gridkv_wal_fsyncs_total = %v after 20 durable writes", got)
 	}
 }

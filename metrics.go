@@ -308,7 +308,7 @@ type nodeCollector struct {
 	partitionCount, leaderless                   *prometheus.Desc
 	role, term, commit, applied, lastLog, leader *prometheus.Desc
 	lastContact                                  *prometheus.Desc
-	members, memUsed, memLimit                   *prometheus.Desc
+	members, memUsed, memLimit, fsyncs           *prometheus.Desc
 }
 
 func newNodeCollector(kv *GridKV) *nodeCollector {
@@ -327,6 +327,7 @@ func newNodeCollector(kv *GridKV) *nodeCollector {
 		members:        prometheus.NewDesc("gridkv_members", "Cluster members as this node's gossip sees them, by state.", []string{"state"}, nil),
 		memUsed:        prometheus.NewDesc("gridkv_memory_used_bytes", "Bytes of keys and values this node's replicas hold, as the memory accountant counts them.", nil, nil),
 		memLimit:       prometheus.NewDesc("gridkv_memory_limit_bytes", "Storage.MaxMemoryMB in bytes; 0 when there is no limit.", nil, nil),
+		fsyncs:         prometheus.NewDesc("gridkv_wal_fsyncs_total", "Times this node's durable replicas forced their Raft logs to disk (Storage.DataDir with SyncAlways); one covers a whole batch of entries.", nil, nil),
 	}
 	c.partitions = make([]string, kv.cfg.partitions)
 	for p := range c.partitions {
@@ -338,7 +339,7 @@ func newNodeCollector(kv *GridKV) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.partitionCount, c.leaderless, c.role, c.term, c.commit, c.applied, c.lastLog, c.leader,
-		c.lastContact, c.members, c.memUsed, c.memLimit,
+		c.lastContact, c.members, c.memUsed, c.memLimit, c.fsyncs,
 	} {
 		ch <- d
 	}
@@ -350,6 +351,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(c.partitionCount, float64(kv.cfg.partitions))
+	if kv.groups.Durable() {
+		ch <- prometheus.MustNewConstMetric(c.fsyncs, prometheus.CounterValue, float64(kv.groups.Fsyncs()))
+	}
 	leaderless := 0
 	for p := range kv.cfg.partitions {
 		if id, _ := kv.leaderOf(p); id == "" {
