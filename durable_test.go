@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,5 +264,81 @@ func TestDurableNodeCountsFsyncs(t *testing.T) {
 	}
 	if total < 1 {
 		t.Fatalf("gridkv_wal_fsyncs_total = %v after 20 durable writes", got)
+	}
+}
+
+// diskUsage returns the bytes of disk the files under dir occupy (allocated blocks: raft-wal
+// preallocates its segments).
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		} else {
+			total += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+// Under steady overwrites disk use levels off: snapshots replace each other and the log is
+// truncated behind them, whole segments at a time, so a node that has written several times
+// its data's size holds a small multiple of it.
+func TestDurableDiskUseLevelsOff(t *testing.T) {
+	const (
+		keys, rounds, valueSize = 500, 40, 4 << 10 // 80 MiB written over 2 MiB of live data
+		writers                 = 32
+	)
+	c, dirs := durableCluster(t, 1, cluster.Options{Partitions: 2, Mutate: func(_ int, o *gridkv.GridKVOptions) {
+		o.Timings.Raft.SnapshotThreshold = 64
+		o.Timings.Raft.TrailingLogs = 16
+		o.Timings.Raft.SnapshotInterval = 100 * time.Millisecond
+		o.Storage.HistoryBytes = 256 << 10 // snapshots carry the watch history too
+	}})
+	kv := c.Node(0).KV
+	ctx := testContext(t, 120*time.Second)
+	value := make([]byte, valueSize)
+	var usage []int64
+	for round := range rounds {
+		errs := make(chan error, writers)
+		for w := range writers {
+			go func() {
+				var err error
+				for k := w; k < keys && err == nil; k += writers {
+					err = kv.Set(ctx, fmt.Sprintf("disk/%03d", k), value)
+				}
+				errs <- err
+			}()
+		}
+		for range writers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round%10 == 9 {
+			usage = append(usage, diskUsage(t, dirs[0]))
+		}
+	}
+	written := int64(keys * rounds * valueSize)
+	t.Logf("disk use after every 10 rounds (%d MiB written in all): %v bytes", written>>20, usage)
+	last := usage[len(usage)-1]
+	// Per replica: two snapshots of the data and history, the log's segments (8 MiB each,
+	// preallocated; one being written, one more while truncation catches up), and a MiB
+	// for the small files (metadata, bbolt).
+	if bound := int64(2 * (2*(keys*valueSize/2+256<<10) + 2*8<<20 + 1<<20)); last > bound || last > usage[0]+8<<20 {
+		t.Fatalf("the DataDir holds %d MiB after %d MiB of overwrites of %d MiB of data (bound %d MiB, %d MiB after the first 10 rounds): disk use does not level off",
+			last>>20, written>>20, keys*valueSize>>20, bound>>20, usage[0]>>20)
 	}
 }
