@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/freeport"
+	"github.com/feellmoose/gridkv/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,11 +28,13 @@ type nodeSpec struct {
 	Partitions  int
 	Timings     string
 	Verbose     bool
-	Metrics     bool // register the node's metrics in a registry of its own
+	Metrics     bool           // register the node's metrics in a registry of its own
+	DataDir     string         // "": the node keeps its Raft state in memory
+	Sync        store.SyncMode // with DataDir
 }
 
-func (s nodeSpec) options(t gridkv.Timings) *gridkv.GridKVOptions {
-	return &gridkv.GridKVOptions{
+func (s nodeSpec) options(t gridkv.Timings, reg prometheus.Registerer) *gridkv.GridKVOptions {
+	o := &gridkv.GridKVOptions{
 		LocalNodeID:  s.ID,
 		LocalAddress: s.Addr,
 		SeedAddrs:    s.Seeds,
@@ -39,13 +43,18 @@ func (s nodeSpec) options(t gridkv.Timings) *gridkv.GridKVOptions {
 		Partitions:   s.Partitions,
 		Logger:       newLogger(s.Verbose, s.ID),
 		Timings:      &t,
-		Metrics:      s.registry(),
+		Metrics:      reg,
 	}
+	if s.DataDir != "" {
+		o.Storage = &store.StorageOptions{DataDir: s.DataDir, Sync: s.Sync}
+	}
+	return o
 }
 
-// registry is a fresh registry with -metrics, nil without. Nothing scrapes it during a run:
-// what is measured is the instrumentation on the request path.
-func (s nodeSpec) registry() prometheus.Registerer {
+// registry is a fresh registry with -metrics (or a durable node, whose fsyncs are read from
+// it), nil otherwise. Nothing scrapes it during a run: what is measured is the
+// instrumentation on the request path.
+func (s nodeSpec) registry() *prometheus.Registry {
 	if !s.Metrics {
 		return nil
 	}
@@ -66,12 +75,22 @@ type cluster struct {
 	nodes    []*gridkv.GridKV
 	children []*child
 	loaded   int // value size the keys were last preloaded with; -1: not loaded
+
+	registries []*prometheus.Registry // the in-process nodes' registries, when they have one
+	dataRoot   string                 // a durable cluster's directory, removed by close; else ""
 }
 
 // startCluster starts a cluster of sh and waits until it is fully replicated and its
 // leadership has settled.
 func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) {
 	c := &cluster{shape: sh, loaded: -1}
+	if sh.disk.durable() {
+		root, err := os.MkdirTemp(cfg.dataDir, "gridkv-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("a data directory for %s: %w", sh, err)
+		}
+		c.dataRoot = root
+	}
 	timings := cfg.gridTimings()
 	var first string
 	for i := 0; i < sh.nodes; i++ {
@@ -83,7 +102,11 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 			Partitions:  cfg.partitions,
 			Timings:     cfg.timings,
 			Verbose:     cfg.verbose,
-			Metrics:     cfg.metrics,
+			Metrics:     cfg.metrics || sh.disk.durable(),
+		}
+		if sh.disk.durable() {
+			spec.DataDir = filepath.Join(c.dataRoot, spec.ID)
+			spec.Sync = sh.disk.sync()
 		}
 		if i > 0 {
 			spec.Seeds = []string{first}
@@ -97,7 +120,7 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 			c.children = append(c.children, ch)
 			continue
 		}
-		kv, addr, err := startNode(spec, timings)
+		kv, addr, reg, err := startNode(spec, timings)
 		if err != nil {
 			c.close()
 			return nil, err
@@ -106,6 +129,9 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 			first = addr
 		}
 		c.nodes = append(c.nodes, kv)
+		if reg != nil {
+			c.registries = append(c.registries, reg)
+		}
 	}
 	for _, ch := range c.children {
 		if err := ch.waitReady(ctx); err != nil {
@@ -121,25 +147,63 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 }
 
 // startNode starts a node on a free loopback port, retrying with another port when someone
-// else took the chosen one between probing and binding.
-func startNode(spec nodeSpec, t gridkv.Timings) (*gridkv.GridKV, string, error) {
+// else took the chosen one between probing and binding. It returns the node's registry, if
+// the spec asks for one.
+func startNode(spec nodeSpec, t gridkv.Timings) (*gridkv.GridKV, string, *prometheus.Registry, error) {
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
 		addr, err := freeAddr()
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		spec.Addr = addr
-		kv, err := gridkv.NewGridKV(spec.options(t))
+		if spec.DataDir != "" && attempt > 0 {
+			// The failed attempt may have recorded its address there; the directory is
+			// this run's own and holds nothing else yet.
+			if err := os.RemoveAll(spec.DataDir); err != nil {
+				return nil, "", nil, err
+			}
+		}
+		reg := spec.registry()
+		kv, err := gridkv.NewGridKV(spec.options(t, nilIfNone(reg)))
 		if err == nil {
-			return kv, addr, nil
+			return kv, addr, reg, nil
 		}
 		lastErr = err
 		if !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 	}
-	return nil, "", fmt.Errorf("starting %s: %w", spec.ID, lastErr)
+	return nil, "", nil, fmt.Errorf("starting %s: %w", spec.ID, lastErr)
+}
+
+// nilIfNone turns a nil registry into a nil Registerer (not an interface holding nil).
+func nilIfNone(reg *prometheus.Registry) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return reg
+}
+
+// walFsyncs returns the log fsyncs of the in-process nodes so far, summed from their
+// registries' gridkv_wal_fsyncs_total.
+func (c *cluster) walFsyncs() (uint64, error) {
+	var total float64
+	for _, reg := range c.registries {
+		families, err := reg.Gather()
+		if err != nil {
+			return 0, err
+		}
+		for _, f := range families {
+			if f.GetName() != "gridkv_wal_fsyncs_total" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return uint64(total), nil
 }
 
 // freeAddr returns a loopback address whose port is free for both TCP and UDP right now.
@@ -201,8 +265,9 @@ func fullyReplicated(st gridkv.Status, nodes, replicas int) bool {
 }
 
 // close stops every node, the in-process ones in parallel since each Close may wait seconds
-// for leadership hand-off.
+// for leadership hand-off, then removes a durable cluster's data.
 func (c *cluster) close() {
+	defer c.removeData()
 	done := make(chan struct{}, len(c.nodes)+len(c.children))
 	for _, kv := range c.nodes {
 		go func() { kv.Close(); done <- struct{}{} }()
@@ -212,5 +277,15 @@ func (c *cluster) close() {
 	}
 	for range len(c.nodes) + len(c.children) {
 		<-done
+	}
+}
+
+// removeData deletes a durable cluster's directory; the nodes must be closed.
+func (c *cluster) removeData() {
+	if c.dataRoot == "" {
+		return
+	}
+	if err := os.RemoveAll(c.dataRoot); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: removing %s: %v\n", c.dataRoot, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv"
+	"github.com/feellmoose/gridkv/store"
 )
 
 // config is the parsed command line.
@@ -29,7 +30,8 @@ type config struct {
 	cpuProfile string // file for a CPU profile of the run; "" for none
 	verbose    bool
 	quick      bool
-	metrics    bool // every node gets a Prometheus registry in GridKVOptions.Metrics
+	metrics    bool   // every node gets a Prometheus registry in GridKVOptions.Metrics
+	dataDir    string // where durable clusters make their nodes' directories; "": os.TempDir()
 }
 
 // shape is a cluster layout; scenarios of the same shape share one cluster.
@@ -37,6 +39,7 @@ type shape struct {
 	nodes       int
 	replicas    int // N
 	writeQuorum int // W; 0: the library's default (majority)
+	disk        disk
 }
 
 func (s shape) String() string {
@@ -44,7 +47,37 @@ func (s shape) String() string {
 	if w == 0 {
 		w = s.replicas/2 + 1
 	}
-	return fmt.Sprintf("%d nodes N=%d W=%d", s.nodes, s.replicas, w)
+	return fmt.Sprintf("%d nodes N=%d W=%d%s", s.nodes, s.replicas, w, s.disk)
+}
+
+// disk is where a cluster's nodes keep their Raft logs, votes and snapshots.
+type disk int
+
+const (
+	inMemory   disk = iota // no DataDir: what every scenario but the durable ones measures
+	diskSync               // a DataDir each, store.SyncAlways
+	diskNoSync             // a DataDir each, store.SyncNone
+)
+
+func (d disk) durable() bool { return d != inMemory }
+
+// sync is the store.SyncMode of a durable cluster's nodes.
+func (d disk) sync() store.SyncMode {
+	if d == diskNoSync {
+		return store.SyncNone
+	}
+	return store.SyncAlways
+}
+
+// String is the suffix of a shape's name: nothing in memory.
+func (d disk) String() string {
+	switch d {
+	case diskSync:
+		return ", on disk, fsync always"
+	case diskNoSync:
+		return ", on disk, no fsync"
+	}
+	return ""
 }
 
 type scenarioKind int
@@ -76,6 +109,10 @@ var (
 	threeNodes = shape{nodes: 3, replicas: 3}
 	oneNode    = shape{nodes: 1, replicas: 1}
 	fiveNodes  = shape{nodes: 5, replicas: 3}
+	// Durable clusters are shapes of their own, so they never share a cluster with (and so
+	// never change) the in-memory scenarios.
+	threeNodesDisk       = shape{nodes: 3, replicas: 3, disk: diskSync}
+	threeNodesDiskNoSync = shape{nodes: 3, replicas: 3, disk: diskNoSync}
 )
 
 // catalog lists every scenario in the order they run by default.
@@ -97,6 +134,8 @@ var catalog = []scenario{
 	{name: "write-w2-idle-watch", shape: threeNodes, readRatio: 0, watchers: 1000, about: "3 nodes, Set W=2, with 1000 idle watchers open"},
 	{name: "write-w2-idle-goroutines", shape: threeNodes, readRatio: 0, parked: 1000, about: "3 nodes, Set W=2, with 1000 parked goroutines: the control for write-w2-idle-watch"},
 	{name: "write-w2-ttl", shape: threeNodes, readRatio: 0, ttl: true, about: "3 nodes, Set W=2, every key WithTTL(1h)"},
+	{name: "write-durable", shape: threeNodesDisk, readRatio: 0, about: "3 nodes, Set W=2, each node with a DataDir, SyncAlways: fsyncs/s and writes per fsync"},
+	{name: "write-durable-nosync", shape: threeNodesDiskNoSync, readRatio: 0, about: "3 nodes, Set W=2, each node with a DataDir, SyncNone (the OS writes back)"},
 }
 
 // aliases are other names accepted by -scenario.
@@ -129,6 +168,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
 		metrics    = fs.Bool("metrics", false, "give every node a Prometheus registry (GridKVOptions.Metrics), to measure the instrumentation's cost")
+		dataDir    = fs.String("data-dir", "", "directory in which durable scenarios make a temporary directory for their nodes' data, removed afterwards (default: the system's temp dir, $TMPDIR or /tmp); it should be on the disk to measure")
 	)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -158,6 +198,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		verbose:    *verbose,
 		quick:      *quick,
 		metrics:    *metrics,
+		dataDir:    *dataDir,
 	}
 	if c.quick {
 		if !set["duration"] {
@@ -202,6 +243,11 @@ func (c *config) validate() error {
 		return fmt.Errorf("-partitions %d must not be negative", c.partitions)
 	case c.timings != "default" && c.timings != "local":
 		return fmt.Errorf("-timings %q must be default or local", c.timings)
+	}
+	for _, sc := range c.scenarios {
+		if sc.shape.disk.durable() && c.procs {
+			return fmt.Errorf("-procs with %s: durable scenarios run in-process only (their fsyncs are counted from each node's registry)", sc.name)
+		}
 	}
 	for _, v := range c.valueSizes {
 		if v < 0 || v > gridkv.MaxValueSize {

@@ -14,6 +14,7 @@
 //	go run ./bench -procs               # nodes 2..n in their own OS processes
 //	go run ./bench -list                # the scenarios
 //	go run ./bench -metrics             # every node with Prometheus metrics (GridKVOptions.Metrics)
+//	go run ./bench -scenario write-durable -data-dir /mnt/ssd   # nodes with a DataDir there
 //
 // Closed loop (the default) runs -workers clients, each issuing its next request as soon as
 // the previous one returns; in-process, client i uses node i mod n. Open loop (-rate R)
@@ -39,11 +40,22 @@
 // traffic; "heap" the heap growth (HeapAlloc after GC) from loading -keys keys into one node,
 // against the baseline holding the same data.
 //
+// The durable scenarios (write-durable, write-durable-nosync) give each of their 3 nodes a
+// DataDir (Storage.DataDir) in a fresh directory under -data-dir, or the system's temp dir,
+// removed when the cluster closes: put it on the disk to be measured (a tmpfs /tmp measures
+// memory). Their nodes always have a metrics registry, since the fsyncs are read from
+// gridkv_wal_fsyncs_total before and after the measured window: the note gives fsyncs per
+// second summed over the nodes and writes per fsync (group commit). To compare with write-w2
+// like for like, run it with -metrics, and in a process of its own. Durable clusters are
+// shapes of their own, so they change nothing the in-memory scenarios measure; they run
+// in-process only (not with -procs).
+//
 // Only the table (or, with -json, the rows as JSON) goes to stdout; progress goes to stderr,
 // and GridKV's logs too with -v.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -118,6 +130,12 @@ func (c *config) summary() string {
 	}
 	if c.metrics {
 		where += ", metrics on"
+	}
+	for _, sc := range c.scenarios {
+		if sc.shape.disk.durable() {
+			where += ", durable nodes under " + cmp.Or(c.dataDir, os.TempDir())
+			break
+		}
 	}
 	return fmt.Sprintf("# gridkv bench: %s, %d keys, values %v B, %v keys, %v per scenario, %s timings, %s",
 		mode, c.keys, c.valueSizes, c.dists, c.duration, c.timings, where)

@@ -123,7 +123,7 @@ func runChild(arg string) error {
 		return fmt.Errorf("node spec: %w", err)
 	}
 	cfg := &config{timings: spec.Timings}
-	kv, addr, err := startNode(spec, cfg.gridTimings())
+	kv, addr, _, err := startNode(spec, cfg.gridTimings())
 	if err != nil {
 		return err
 	}

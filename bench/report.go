@@ -33,7 +33,12 @@ type row struct {
 	HeapBytes    int64   `json:"heap_bytes,omitempty"`
 	RawHeapBytes int64   `json:"raw_heap_bytes,omitempty"`
 	RatioHeap    float64 `json:"heap_x_raw,omitempty"`
-	Note         string  `json:"note,omitempty"`
+	// Durable scenarios: the log fsyncs of every node together, and the writes each covered
+	// (each write is fsynced by every replica of its partition, so a log's own batches hold
+	// N times as many).
+	FsyncsPerSec   float64 `json:"fsyncs_per_sec,omitempty"`
+	WritesPerFsync float64 `json:"writes_per_fsync,omitempty"`
+	Note           string  `json:"note,omitempty"`
 }
 
 // fill sets the figures of a workload row from GridKV's sample and the baseline's.
@@ -59,6 +64,23 @@ func (r *row) fill(s, raw *sample) {
 	if s.errs > 0 && s.lastErr != nil {
 		r.Note = fmt.Sprintf("%d errors, last: %v", s.errs, s.lastErr)
 	}
+}
+
+// fillFsyncs adds a durable row's fsyncs per second, summed over the nodes, and the writes
+// per fsync, in front of any note fill wrote.
+func (r *row) fillFsyncs(s *sample, w workload, sh shape) {
+	r.FsyncsPerSec = s.fsyncsPerSec()
+	note := fmt.Sprintf("%.0f fsyncs/s over %d nodes", r.FsyncsPerSec, sh.nodes)
+	if s.fsyncs > 0 {
+		writes := float64(s.ops) * (1 - w.readRatio)
+		r.WritesPerFsync = writes / float64(s.fsyncs)
+		note += fmt.Sprintf(", %.1f writes/fsync (each write in %d logs: %.1f per log fsync)",
+			r.WritesPerFsync, sh.replicas, r.WritesPerFsync*float64(sh.replicas))
+	}
+	if r.Note != "" {
+		note += "; " + r.Note
+	}
+	r.Note = note
 }
 
 func micros(ns int64) float64 { return float64(ns) / 1e3 }

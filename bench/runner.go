@@ -32,7 +32,15 @@ type sample struct {
 	wall    time.Duration
 	cpu     time.Duration // user+system, of every process in the cluster
 	mallocs uint64        // heap allocations in this process
+	fsyncs  uint64        // the cluster's WAL fsyncs, when the runner counts them
 	hist    *hdrhistogram.Histogram
+}
+
+func (s *sample) fsyncsPerSec() float64 {
+	if s.wall <= 0 {
+		return 0
+	}
+	return float64(s.fsyncs) / s.wall.Seconds()
 }
 
 func (s *sample) opsPerSec() float64 {
@@ -63,6 +71,9 @@ type runner struct {
 	workers  int
 	rate     float64
 	cpuClock func() time.Duration
+	// fsyncs, if set, returns the cluster's WAL fsyncs so far; it is read at the start and
+	// the end of the measured window, outside any operation's timing.
+	fsyncs func() (uint64, error)
 
 	hists []*hdrhistogram.Histogram
 }
@@ -99,6 +110,13 @@ func (r *runner) measure(ctx context.Context, clients []client, w workload, d ti
 		errs    atomic.Int64
 		lastErr atomic.Pointer[error]
 	)
+	var fsyncs0 uint64
+	if r.fsyncs != nil {
+		var err error
+		if fsyncs0, err = r.fsyncs(); err != nil {
+			return nil, fmt.Errorf("reading the fsync count: %w", err)
+		}
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	mallocs0 := ms.Mallocs
@@ -139,6 +157,14 @@ func (r *runner) measure(ctx context.Context, clients []client, w workload, d ti
 	wall := time.Since(start)
 	cpu := r.cpuClock() - cpu0
 	runtime.ReadMemStats(&ms)
+	var fsyncs uint64
+	if r.fsyncs != nil {
+		n, err := r.fsyncs()
+		if err != nil {
+			return nil, fmt.Errorf("reading the fsync count: %w", err)
+		}
+		fsyncs = n - fsyncs0
+	}
 
 	s := &sample{
 		ops:     ops.Load(),
@@ -146,6 +172,7 @@ func (r *runner) measure(ctx context.Context, clients []client, w workload, d ti
 		wall:    wall,
 		cpu:     cpu,
 		mallocs: ms.Mallocs - mallocs0,
+		fsyncs:  fsyncs,
 		hist:    hdrhistogram.New(histLowest, histHighest, histDigits),
 	}
 	for _, h := range r.hists[:r.workers] {

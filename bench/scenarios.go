@@ -205,6 +205,9 @@ func (b *bench) workload(ctx context.Context, sc scenario, index int) ([]row, er
 		}
 	}
 	r := &runner{keys: b.keys, workers: b.cfg.workers, rate: b.cfg.rate, cpuClock: c.cpuClock}
+	if sc.shape.disk.durable() {
+		r.fsyncs = c.walFsyncs
+	}
 	if sc.parked > 0 {
 		release := make(chan struct{})
 		var parked sync.WaitGroup
@@ -240,6 +243,9 @@ func (b *bench) workload(ctx context.Context, sc scenario, index int) ([]row, er
 		}
 		rw := row{Scenario: j.label, Shape: sc.shape.String(), Workload: j.work.String()}
 		rw.fill(s, b.baselines[baselineKey(j.work)])
+		if sc.shape.disk.durable() {
+			rw.fillFsyncs(s, j.work, sc.shape)
+		}
 		rows = append(rows, rw)
 	}
 	return rows, nil
