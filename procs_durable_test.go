@@ -30,13 +30,11 @@ import (
 var durableIDs = []string{"disk-0", "disk-1", "disk-2"}
 
 // killAllRounds is how often TestDurableProcessesSurviveKillOfAll kills and restarts the
-// whole cluster. It should be 2, so that the second kill hits nodes that recovered from the
-// first, but raft-wal v0.4.0 (go.mod) has hashicorp/raft-wal#31: once raft clears a log
-// suffix (a follower's uncommitted tail after the first restart), the WAL marks its tail
-// segment sealed without writing the segment's index, and the next start of that node panics
-// in raft.NewRaft with "sealed segment has no index block". v0.4.1 fixes it; set 2 with the
-// upgrade.
-const killAllRounds = 1
+// whole cluster: twice, so that the second kill hits nodes that recovered from the first.
+// That found hashicorp/raft-wal#31 in v0.4.0: once raft cleared a log suffix (a follower's
+// uncommitted tail after the first restart), the WAL marked its tail segment sealed without
+// writing its index, and the node's next start panicked in raft.NewRaft. v0.4.1 fixes it.
+const killAllRounds = 2
 
 // Every process is SIGKILLed at once while clients write, and all three start again with
 // their original flags (the first without seeds) on their DataDirs: every write acknowledged

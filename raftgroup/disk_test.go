@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/feellmoose/gridkv/internal/freeport"
 	"github.com/feellmoose/gridkv/store"
@@ -340,4 +343,48 @@ func TestFullDiskFailsWritesAndRecovers(t *testing.T) {
 		want[k] = w
 	}
 	checkKeys(t, nodes, want)
+}
+
+// A log whose tail raft deleted (a follower dropping entries that never committed) opens
+// again and reads and appends on. raft-wal v0.4.0 left such a tail segment unreadable and the
+// replica's next start panicked (hashicorp/raft-wal#31).
+func TestLogWithDeletedSuffixReopens(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *diskStores {
+		d, err := openDisk(dir, &diskIO{}, slog.New(slog.DiscardHandler), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	entries := func(from, to uint64) []*raft.Log {
+		var out []*raft.Log
+		for i := from; i <= to; i++ {
+			out = append(out, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
+		}
+		return out
+	}
+	d := open()
+	if err := d.log.StoreLogs(entries(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.log.DeleteRange(6, 10); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	for round := range 2 {
+		d = open()
+		var e raft.Log
+		if err := d.log.GetLog(5, &e); err != nil || e.Data[0] != 5 {
+			t.Fatalf("round %d: entry 5 after reopening: %v %v", round, e, err)
+		}
+		last, _ := d.log.LastIndex()
+		if err := d.log.StoreLogs(entries(last+1, last+3)); err != nil {
+			t.Fatalf("round %d: appending after reopening: %v", round, err)
+		}
+		if err := d.log.DeleteRange(last+2, last+3); err != nil {
+			t.Fatal(err)
+		}
+		d.close()
+	}
 }
