@@ -259,14 +259,14 @@ func (kv *GridKV) changesAfter(ctx context.Context, p int, after uint64) ([]stor
 // holds keys overwrites those the backup holds and leaves the others.
 //
 // Restore checks the stream as it reads it (ReadBackup) and writes keys as they come, so it
-// holds only the keys being written (at most about 64 MiB of values). The checksum that covers the whole backup is in its
-// trailer: a stream that is cut short or corrupt is found out at the latest there, and
-// Restore then returns an error wrapping ErrInvalidBackup, after some keys were written: the
-// cluster holds part of the backup. To check a backup before writing anything, read it once
-// with ReadBackup(r, nil). A write that fails with ErrUnavailable (a leader changed, say) is
-// tried again a few times; Restore stops when ctx ends (a read of r already blocked returns
-// first) or at a write that still fails, and returns the error with the number of keys
-// written.
+// holds only the keys being written (at most about 64 MiB of values). The checksum that
+// covers the whole backup is in its trailer: a stream that is cut short or corrupt is found
+// out at the latest there, and Restore then returns an error wrapping ErrInvalidBackup, after
+// some keys were written: the cluster holds part of the backup. To check a backup before
+// writing anything, read it once with ReadBackup(r, nil). A write that fails with
+// ErrUnavailable (a leader changed, say) is tried again a few times; Restore stops when ctx
+// ends (a read of r already blocked returns first) or at a write that still fails, and
+// returns the error with the number of keys written.
 func (kv *GridKV) Restore(ctx context.Context, r io.Reader) error {
 	if kv.closed.Load() {
 		return ErrClosed
