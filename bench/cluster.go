@@ -27,6 +27,7 @@ type nodeSpec struct {
 	WriteQuorum int
 	Partitions  int
 	Timings     string
+	MaxInflight int // -max-inflight
 	Verbose     bool
 	Metrics     bool           // register the node's metrics in a registry of its own
 	DataDir     string         // "": the node keeps its Raft state in memory
@@ -101,6 +102,7 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 			WriteQuorum: sh.writeQuorum,
 			Partitions:  cfg.partitions,
 			Timings:     cfg.timings,
+			MaxInflight: cfg.inflight,
 			Verbose:     cfg.verbose,
 			Metrics:     cfg.metrics || sh.disk.durable(),
 		}

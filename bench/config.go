@@ -32,6 +32,7 @@ type config struct {
 	quick      bool
 	metrics    bool   // every node gets a Prometheus registry in GridKVOptions.Metrics
 	dataDir    string // where durable clusters make their nodes' directories; "": os.TempDir()
+	inflight   int    // Timings.Raft.MaxInflightBatches; 0: the timings' own
 }
 
 // shape is a cluster layout; scenarios of the same shape share one cluster.
@@ -168,6 +169,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
 		metrics    = fs.Bool("metrics", false, "give every node a Prometheus registry (GridKVOptions.Metrics), to measure the instrumentation's cost")
+		inflight   = fs.Int("max-inflight", 0, "batches each Raft group may have in flight at once (Timings.Raft.MaxInflightBatches; 0: the default of -timings)")
 		dataDir    = fs.String("data-dir", "", "directory in which durable scenarios make a temporary directory for their nodes' data, removed afterwards (default: the system's temp dir, $TMPDIR or /tmp); it should be on the disk to measure")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -199,6 +201,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		quick:      *quick,
 		metrics:    *metrics,
 		dataDir:    *dataDir,
+		inflight:   *inflight,
 	}
 	if c.quick {
 		if !set["duration"] {
@@ -243,6 +246,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-partitions %d must not be negative", c.partitions)
 	case c.timings != "default" && c.timings != "local":
 		return fmt.Errorf("-timings %q must be default or local", c.timings)
+	case c.inflight < 0:
+		return fmt.Errorf("-max-inflight %d must not be negative", c.inflight)
 	}
 	for _, sc := range c.scenarios {
 		if sc.shape.disk.durable() && c.procs {
@@ -267,12 +272,16 @@ func (c *config) validate() error {
 	return nil
 }
 
-// gridTimings returns the cluster clocks -timings names.
+// gridTimings returns the cluster clocks -timings names, with -max-inflight.
 func (c *config) gridTimings() gridkv.Timings {
+	t := gridkv.DefaultTimings()
 	if c.timings == "local" {
-		return gridkv.LocalTimings()
+		t = gridkv.LocalTimings()
 	}
-	return gridkv.DefaultTimings()
+	if c.inflight > 0 {
+		t.Raft.MaxInflightBatches = c.inflight
+	}
+	return t
 }
 
 func pickScenarios(spec string) ([]scenario, error) {

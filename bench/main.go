@@ -131,6 +131,9 @@ func (c *config) summary() string {
 	if c.metrics {
 		where += ", metrics on"
 	}
+	if c.inflight > 0 {
+		where += fmt.Sprintf(", %d batches in flight per group", c.inflight)
+	}
 	for _, sc := range c.scenarios {
 		if sc.shape.disk.durable() {
 			where += ", durable nodes under " + cmp.Or(c.dataDir, os.TempDir())
