@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -68,15 +69,14 @@ func BenchmarkRecover1M(b *testing.B) {
 	if err := kv.Close(); err != nil {
 		b.Fatal(err)
 	}
-	allocated, apparent := dirBytes(b, dir)
+	disk := dirBytes(b, dir)
 
 	// The load runs once: a benchmark with sub-benchmarks runs its own body once, while a
 	// sub-benchmark's body runs again for each b.N it tries.
 	b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-		b.Logf("loaded %d keys of %d bytes with %d writers in %v (%.0f writes/s, SyncAlways); DataDir %.1f MiB allocated (du), %.1f MiB apparent",
-			n, recoverValueSize, recoverWriters, load.Round(time.Millisecond), float64(n)/load.Seconds(),
-			float64(allocated)/(1<<20), float64(apparent)/(1<<20))
-		b.ReportMetric(float64(allocated)/float64(n), "disk-B/key")
+		b.Logf("loaded %d keys of %d bytes with %d writers in %v (%.0f writes/s, SyncAlways); DataDir %v",
+			n, recoverValueSize, recoverWriters, load.Round(time.Millisecond), float64(n)/load.Seconds(), disk)
+		b.ReportMetric(float64(disk.allocated)/float64(n), "disk-B/key")
 		for range b.N {
 			kv := node.recover(b, applied, n)
 			b.StopTimer()
@@ -222,10 +222,22 @@ func sameContent(a, b map[int]replicaState) bool {
 	return true
 }
 
-// dirBytes returns the disk space the files under dir occupy (allocated blocks, what du
-// reports: raft-wal preallocates its segments) and their apparent size.
-func dirBytes(b *testing.B, dir string) (allocated, apparent int64) {
+// diskUse is what a DataDir occupies: allocated blocks (what du reports; raft-wal
+// preallocates its segments) in all and by kind of file, and the files' apparent size.
+type diskUse struct {
+	allocated, apparent int64
+	byKind              map[string]int64 // allocated bytes under snapshots/, wal/, and the rest
+}
+
+func (u diskUse) String() string {
+	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+	return fmt.Sprintf("%s allocated (du; snapshots %s, wal %s, other %s), %s apparent",
+		mib(u.allocated), mib(u.byKind["snapshots"]), mib(u.byKind["wal"]), mib(u.byKind["other"]), mib(u.apparent))
+}
+
+func dirBytes(b *testing.B, dir string) diskUse {
 	b.Helper()
+	u := diskUse{byKind: map[string]int64{}}
 	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -234,16 +246,23 @@ func dirBytes(b *testing.B, dir string) (allocated, apparent int64) {
 		if err != nil {
 			return err
 		}
-		apparent += info.Size()
+		allocated := info.Size()
 		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			allocated += st.Blocks * 512
-		} else {
-			allocated += info.Size()
+			allocated = st.Blocks * 512
 		}
+		u.allocated += allocated
+		u.apparent += info.Size()
+		kind := "other"
+		for _, part := range strings.Split(filepath.ToSlash(path), "/") {
+			if part == "snapshots" || part == "wal" {
+				kind = part
+			}
+		}
+		u.byKind[kind] += allocated
 		return nil
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return allocated, apparent
+	return u
 }
