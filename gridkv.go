@@ -179,7 +179,7 @@ func NewGridKV(opts *GridKVOptions) (*GridKV, error) {
 		Partitions:   cfg.partitions,
 		Storage:      cfg.storage,
 		Accountant:   kv.acct,
-		Layer:        kv.trans.RaftLayer,
+		Network:      kv.trans,
 		WaitApplied:  kv.peers.WaitApplied,
 		ConfirmTerms: kv.peers.TermChecks,
 		Tuning:       cfg.timings.Raft,

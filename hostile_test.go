@@ -15,22 +15,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/feellmoose/gridkv"
 	"github.com/feellmoose/gridkv/internal/cluster"
 	"github.com/feellmoose/gridkv/transport"
 )
 
-// The first bytes of the node's wire protocol (see package transport): a connection-type byte,
-// then for a mux connection the dialer's address with a length byte and a yamux session whose
-// streams start with a stream-kind byte; request frames carry a big-endian uint32 length.
+// The node's wire protocol (see package transport): a connection-type byte, then for a link
+// the dialer's address with a length byte, then frames: a big-endian uint32 length, a frame
+// type, a kind, a uint32 group, a uint64 request ID, a uint64 incarnation or time budget, and
+// the body.
 const (
-	wireGossip  = 'G'
-	wireMux     = 'M'
-	wireRaft    = 'R'
-	wireRequest = 'Q'
+	wireGossip   = 'G'
+	wireLink     = 'L'
+	frameRaftReq = 1
+	frameCallReq = 3
+	frameHeader  = 26
 )
+
+// linkFrame is one frame of the link protocol.
+func linkFrame(typ, kind byte, group uint32, id, aux uint64, body []byte) []byte {
+	b := make([]byte, frameHeader, frameHeader+len(body))
+	binary.BigEndian.PutUint32(b, uint32(frameHeader-4+len(body)))
+	b[4], b[5] = typ, kind
+	binary.BigEndian.PutUint32(b[6:], group)
+	binary.BigEndian.PutUint64(b[10:], id)
+	binary.BigEndian.PutUint64(b[18:], aux)
+	return append(b, body...)
+}
 
 // TestGarbageOnARunningNode aims hostile traffic at one node of a three-node cluster while
 // clients write and read through every node: random bytes, truncated and stalled handshakes and
@@ -109,7 +120,7 @@ func TestGarbageOnARunningNode(t *testing.T) {
 		{"truncated handshake", attackTruncatedHandshake},
 		{"truncated frame", attackTruncatedFrame},
 		{"huge length prefix", attackHugePrefix},
-		{"garbage raft stream", attackRaftGarbage},
+		{"garbage raft frames", attackRaftGarbage},
 		{"slow sender", attackSlowSender},
 		{"garbage udp", attackUDP},
 		{"connection flood", func(t *testing.T, addr string) { attackFlood(t, addr, 8*maxInbound) }},
@@ -198,25 +209,15 @@ func awaitClosed(t *testing.T, conn net.Conn, d time.Duration, what string) {
 	}
 }
 
-// muxStream performs a mux handshake by hand and opens one yamux stream to write anything on.
-func muxStream(t *testing.T, addr string) (net.Conn, *yamux.Session, *yamux.Stream) {
+// link performs the link set-up by hand, so the test can write any frame.
+func link(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	conn := dial(t, addr)
 	self := "127.0.0.1:1"
-	if _, err := conn.Write(append([]byte{wireMux, byte(len(self))}, self...)); err != nil {
+	if _, err := conn.Write(append([]byte{wireLink, byte(len(self))}, self...)); err != nil {
 		t.Fatal(err)
 	}
-	conf := yamux.DefaultConfig()
-	conf.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sess.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn, sess, st
+	return conn
 }
 
 func attackRandomBytes(t *testing.T, addr string) {
@@ -227,7 +228,7 @@ func attackRandomBytes(t *testing.T, addr string) {
 		for i := range junk {
 			junk[i] = byte(rng.Uint32())
 		}
-		if junk[0] == wireGossip || junk[0] == wireMux {
+		if junk[0] == wireGossip || junk[0] == wireLink || junk[0] == 'S' {
 			junk[0] = 0xEE // those start a valid-looking handshake; other attacks cover them
 		}
 		_, _ = conn.Write(junk)
@@ -245,10 +246,11 @@ func attackBadType(t *testing.T, addr string) {
 
 func attackTruncatedHandshake(t *testing.T, addr string) {
 	for _, hello := range [][]byte{
-		{wireMux},
-		{wireMux, 40, '1', '2'},
+		{wireLink},
+		{wireLink, 40, '1', '2'},
 		{wireGossip, 9, '1', '2', '7'},
-		{wireMux, 0},
+		{wireLink, 0},
+		{'S', 9, '1'},
 	} {
 		conn := dial(t, addr)
 		_, _ = conn.Write(hello)
@@ -259,53 +261,53 @@ func attackTruncatedHandshake(t *testing.T, addr string) {
 
 func attackTruncatedFrame(t *testing.T, addr string) {
 	for range 5 {
-		conn, sess, st := muxStream(t, addr)
-		var frame [5]byte
-		frame[0] = wireRequest
-		binary.BigEndian.PutUint32(frame[1:], 100)
-		_, _ = st.Write(append(frame[:], "only part of it"...))
-		_ = st.Close() // half-close: the rest never comes
-		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.Copy(io.Discard, st); err != nil && errors.Is(err, yamux.ErrTimeout) {
-			t.Errorf("truncated frame: stream still open after 5s")
-		}
-		_ = sess.Close()
+		conn := link(t, addr)
+		frame := linkFrame(frameCallReq, 1, 0, 1, uint64(time.Second), []byte("the whole request"))
+		_, _ = conn.Write(frame[:len(frame)-5]) // the rest never comes
+		awaitClosed(t, conn, 5*time.Second, "truncated frame")
 		conn.Close()
 	}
 }
 
 func attackHugePrefix(t *testing.T, addr string) {
-	for _, n := range []uint32{0xFFFFFFFF, 1 << 31, 64 << 20} {
-		conn, sess, st := muxStream(t, addr)
-		var frame [5]byte
-		frame[0] = wireRequest
-		binary.BigEndian.PutUint32(frame[1:], n)
-		_, _ = st.Write(frame[:])
+	for _, n := range []uint32{0xFFFFFFFF, 1 << 31, 65 << 20} {
+		conn := link(t, addr)
+		frame := linkFrame(frameCallReq, 1, 0, 1, uint64(time.Second), nil)
+		binary.BigEndian.PutUint32(frame, n)
+		_, _ = conn.Write(frame)
 		awaitClosed(t, conn, 5*time.Second, fmt.Sprintf("length prefix %d", n))
-		_ = sess.Close()
-	}
-}
-
-func attackRaftGarbage(t *testing.T, addr string) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, group := range []uint32{0, 1, 5, cluster.DefaultPartitions, 1 << 31} {
-		conn, sess, st := muxStream(t, addr)
-		hdr := []byte{wireRaft, 0, 0, 0, 0}
-		binary.BigEndian.PutUint32(hdr[1:], group)
-		junk := make([]byte, 2048)
-		for i := range junk {
-			junk[i] = byte(rng.Uint32())
-		}
-		_, _ = st.Write(append(hdr, junk...))
-		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _ = io.Copy(io.Discard, st)
-		_ = sess.Close()
 		conn.Close()
 	}
 }
 
-// attackSlowSender trickles a handshake, and a frame inside a stream, one byte at a time,
-// slower than the node's one-second ReadTimeout allows for either.
+// attackRaftGarbage sends Raft requests whose bodies are random bytes, for groups the node
+// hosts, does not host, and cannot have: each is refused, or its link closed.
+func attackRaftGarbage(t *testing.T, addr string) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, group := range []uint32{0, 1, 5, cluster.DefaultPartitions, 1 << 31} {
+		for kind := byte(0); kind <= 6; kind++ {
+			conn := link(t, addr)
+			junk := make([]byte, 1+rng.IntN(2048))
+			for i := range junk {
+				junk[i] = byte(rng.Uint32())
+			}
+			_, _ = conn.Write(linkFrame(frameRaftReq, kind, group, 1, rng.Uint64(), junk))
+			// An answer (a refusal) or the link's end, whichever comes first.
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var answer [frameHeader]byte
+			if _, err := io.ReadFull(conn, answer[:]); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Errorf("raft garbage for group %d, kind %d: neither answered nor closed in 5s", group, kind)
+				}
+			}
+			conn.Close()
+		}
+	}
+}
+
+// attackSlowSender trickles a handshake, and a frame on a link, one byte at a time, slower
+// than the node's one-second ReadTimeout allows for either.
 func attackSlowSender(t *testing.T, addr string) {
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -313,7 +315,7 @@ func attackSlowSender(t *testing.T, addr string) {
 		defer wg.Done()
 		conn := dial(t, addr)
 		defer conn.Close()
-		hello := []byte{wireMux, 9, '1', '2', '7', '.', '0', '.', '0', '.', '1'}
+		hello := []byte{wireLink, 9, '1', '2', '7', '.', '0', '.', '0', '.', '1'}
 		start := time.Now()
 		for _, b := range hello {
 			if _, err := conn.Write([]byte{b}); err != nil {
@@ -328,18 +330,18 @@ func attackSlowSender(t *testing.T, addr string) {
 	}()
 	go func() {
 		defer wg.Done()
-		conn, sess, st := muxStream(t, addr)
+		conn := link(t, addr)
 		defer conn.Close()
-		defer sess.Close()
-		for _, b := range []byte{wireRequest, 0, 0, 0, 16, 0x80} {
-			if _, err := st.Write([]byte{b}); err != nil {
+		start := time.Now()
+		for _, b := range linkFrame(frameCallReq, 1, 0, 1, uint64(time.Second), []byte("slow")) {
+			if _, err := conn.Write([]byte{b}); err != nil {
 				break
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
-		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.Copy(io.Discard, st); errors.Is(err, yamux.ErrTimeout) {
-			t.Errorf("slow frame: stream still open after 5s")
+		awaitClosed(t, conn, 5*time.Second, "slow frame")
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("slow frame lasted %v", d)
 		}
 	}()
 	wg.Wait()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
 	"github.com/hashicorp/raft"
 )
 
@@ -27,7 +28,7 @@ type Group struct {
 	logs     *appendNotifier
 	snaps    snapshotStore
 	disk     *diskStores // nil for a replica in memory
-	trans    *raft.NetworkTransport
+	trans    *transport.RaftTransport
 	raft     *raft.Raft
 	created  time.Time
 	proposal chan *proposal
@@ -101,14 +102,22 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	stores.snaps.setOnResend(g.requestSnapshot)
 
 	local := ServerAddress(cfg.Addr, cfg.Incarnation)
-	layer := &taggedLayer{StreamLayer: cfg.Layer(uint32(id)), incarnation: cfg.Incarnation, local: advertised(local)}
-	g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:          layer,
-		MaxPool:         2,
-		MaxRPCsInFlight: 2,
-		Timeout:         cfg.Tuning.RPCTimeout,
-		Logger:          raftLogger(cfg.Logger, id),
+	trans, err := cfg.Network.RaftTransport(transport.RaftConfig{
+		Group:       uint32(id),
+		Local:       raft.ServerAddress(local),
+		Incarnation: cfg.Incarnation,
+		Resolve:     SplitAddress,
+		Timeout:     cfg.Tuning.RPCTimeout,
 	})
+	if err != nil {
+		g.cancel()
+		g.part.Close()
+		if g.disk != nil {
+			g.disk.close()
+		}
+		return nil, fmt.Errorf("raftgroup: partition %d: %w", id, err)
+	}
+	g.trans = trans
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = g.self

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/feellmoose/gridkv/store"
+	"github.com/feellmoose/gridkv/transport"
 	"github.com/hashicorp/raft"
 )
 
@@ -72,8 +73,8 @@ type Config struct {
 	Storage    store.StorageOptions
 	Accountant *store.Accountant
 
-	// Layer returns the stream layer that carries one group's Raft traffic.
-	Layer func(group uint32) raft.StreamLayer
+	// Network carries every group's Raft traffic: each group registers with it.
+	Network *transport.Transport
 	// WaitApplied asks the node at addr to wait until its replica of group has applied index.
 	// It must return soon after ctx ends: Close cancels the calls in flight and waits for
 	// them.

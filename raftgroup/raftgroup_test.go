@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func startNode(t *testing.T, id string, inc uint64, addr string, partitions int,
 		Partitions:  partitions,
 		Storage:     store.DefaultStorageOptions(),
 		Accountant:  store.NewAccountant(0),
-		Layer:       tr.RaftLayer,
+		Network:     tr,
 		WaitApplied: func(ctx context.Context, addr string, group int, index uint64) error {
 			var b [16]byte
 			binary.BigEndian.PutUint64(b[:8], uint64(group))
@@ -378,35 +379,29 @@ func TestSnapshotsBoundTheLog(t *testing.T) {
 func TestOldIncarnationIsRefused(t *testing.T) {
 	a := startNode(t, "a", 1, "127.0.0.1:0", 1)
 	b := startNode(t, "b", 2, "127.0.0.1:0", 1)
-	layer := &taggedLayer{StreamLayer: a.tr.RaftLayer(7), incarnation: 1, local: advertised(ServerAddress(a.tr.Addr(), 1))}
-	defer layer.Close()
-	b.tr.SetUnknownGroupHandler(func(uint32) bool { return false })
-	blayer := &taggedLayer{StreamLayer: b.tr.RaftLayer(7), incarnation: 2, local: advertised(ServerAddress(b.tr.Addr(), 2))}
-	defer blayer.Close()
-	accepted := make(chan error, 1)
-	go func() {
-		c, err := blayer.Accept()
-		if err != nil {
-			accepted <- err
-			return
-		}
-		_, err = c.Read(make([]byte, 1))
-		accepted <- err
-	}()
-	// Address b's previous life (incarnation 1): b must refuse.
-	c, err := layer.Dial(ServerAddress(b.tr.Addr(), 1), time.Second)
+	cfg := func(tr *transport.Transport, inc uint64) transport.RaftConfig {
+		return transport.RaftConfig{Group: 7, Local: ServerAddress(tr.Addr(), inc), Incarnation: inc, Resolve: SplitAddress, Timeout: time.Second}
+	}
+	ra, err := a.tr.RaftTransport(cfg(a.tr, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.Write([]byte{0})
+	defer ra.Close()
+	rb, err := b.tr.RaftTransport(cfg(b.tr, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	// Address b's previous life (incarnation 1): b must refuse.
+	var resp raft.RequestVoteResponse
+	err = ra.RequestVote("b", ServerAddress(b.tr.Addr(), 1), &raft.RequestVoteRequest{Term: 9}, &resp)
+	if err == nil || !strings.Contains(err.Error(), "incarnation") {
+		t.Fatalf("vote to an old incarnation: %v, want a refusal", err)
+	}
 	select {
-	case err := <-accepted:
-		if !errors.Is(err, errWrongIncarnation) {
-			t.Fatalf("got %v, want errWrongIncarnation", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("stream to an old incarnation was not refused")
+	case rpc := <-rb.Consumer():
+		t.Fatalf("refused RPC reached raft: %#v", rpc.Command)
+	default:
 	}
 }
 

@@ -6,23 +6,36 @@ import (
 	"time"
 )
 
-// maxPending bounds the bytes a coalescingConn holds for its connection; writers wait above it.
-const maxPending = 4 << 20
+const (
+	// maxPending bounds the bytes a coalescingConn holds for its connection; writers wait
+	// above it.
+	maxPending = 4 << 20
+	// directRounds is how many batches a sender that found the connection idle writes before
+	// it hands what is still queued to the flusher goroutine.
+	directRounds = 4
+)
 
-// coalescingConn lets every stream of a yamux session share write system calls. yamux writes
-// each frame (header, then body) with its own Write; here Write only appends to a buffer and
-// one flusher goroutine writes whatever has piled up. While a write is on the wire, the frames
-// of many Raft groups and requests gather and leave together in the next one. When the
-// connection is quiet the flusher is waiting, so a lone frame goes out at once: batching adds
-// no delay.
+// coalescingConn lets every sender on a link share write system calls. A sender that finds
+// the connection idle writes its frame itself, then whatever other senders queued meanwhile,
+// a few rounds at most; a sender that finds a write under way only queues its frame. So a
+// lone frame costs one system call and no goroutine hand-off, and under load the frames of
+// many Raft groups and requests gather and leave together. What the direct sender leaves
+// queued, the flusher goroutine writes. Small urgent frames (heartbeats, votes, requests,
+// answers) queued with WriteUrgent go ahead of bulk ones, so none waits behind megabytes of
+// log entries. With a Faults hook (tests), every write goes through
+// the flusher, which applies it.
 type coalescingConn struct {
 	net.Conn
-	timeout time.Duration // write deadline of each flush; 0: none
+	timeout time.Duration // write deadline of each write; 0: none
 	faults  muxFaults     // consulted before each flush (tests only)
 
 	mu      sync.Mutex
-	cond    *sync.Cond // signalled when pending grows, drains, or err is set; uses mu
-	pending []byte     // bytes written by yamux, not yet on the wire; guarded by mu
+	cond    *sync.Cond // signalled when the flusher has work, room appears, or err is set; uses mu
+	urgent  []byte     // small frames queued, to go before pending; guarded by mu
+	pending []byte     // frames queued, not yet on the wire; guarded by mu
+	spare   [2][]byte  // drained buffers for the next batch (urgent, pending); guarded by mu
+	writing bool       // a sender or the flusher is writing; guarded by mu
+	handoff bool       // pending is the flusher's to write; guarded by mu
 	err     error      // the first write error, or net.ErrClosed; guarded by mu
 
 	done      chan struct{} // closed when the flusher returns
@@ -40,58 +53,135 @@ func newCoalescingConn(c net.Conn, writeTimeout time.Duration, faults muxFaults)
 	return cc
 }
 
-// Write queues p. It blocks only while maxPending bytes are already queued, and reports the
-// error of an earlier flush: yamux then tears the session down as it would for a failed write.
-func (c *coalescingConn) Write(p []byte) (int, error) {
+// Write sends p, or queues it behind the write under way. It blocks while maxPending bytes
+// are already queued, or while it writes, and reports the error of an earlier write: the link
+// then ends, as it would for a failed write.
+func (c *coalescingConn) Write(p []byte) (int, error) { return c.send(p, false) }
+
+// WriteUrgent is Write for a small frame that must not wait behind bulk ones: it goes ahead
+// of the frames queued with Write (those keep their order among themselves), and waits for
+// room only past twice maxPending.
+func (c *coalescingConn) WriteUrgent(p []byte) (int, error) { return c.send(p, true) }
+
+func (c *coalescingConn) send(p []byte, urgent bool) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for len(c.pending) >= maxPending && c.err == nil {
+	for c.err == nil && (len(c.pending) >= maxPending && !urgent || len(c.urgent) >= 2*maxPending) {
 		c.cond.Wait()
 	}
 	if c.err != nil {
-		return 0, c.err
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
 	}
-	c.pending = append(c.pending, p...)
-	c.cond.Broadcast()
-	return len(p), nil
+	if c.writing || c.handoff || len(c.pending)+len(c.urgent) > 0 || c.faults.faults != nil {
+		if urgent {
+			c.urgent = append(c.urgent, p...)
+		} else {
+			c.pending = append(c.pending, p...)
+		}
+		if !c.writing && !c.handoff {
+			c.handoff = true
+			c.cond.Broadcast()
+		}
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	err := c.write(nil, p)
+	for round := 1; ; round++ {
+		c.mu.Lock()
+		if err != nil {
+			c.failLocked(err)
+			c.writing = false
+			c.mu.Unlock()
+			return 0, err
+		}
+		if len(c.pending)+len(c.urgent) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return len(p), nil
+		}
+		if round == directRounds {
+			c.writing = false
+			c.handoff = true
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			return len(p), nil
+		}
+		u, b := c.takeLocked()
+		c.mu.Unlock()
+		err = c.write(u, b)
+		c.mu.Lock()
+		c.keepLocked(u, b)
+		c.mu.Unlock()
+	}
 }
 
+// takeLocked swaps the queued frames out for writing and wakes senders waiting for room.
+func (c *coalescingConn) takeLocked() (urgent, pending []byte) {
+	urgent, pending = c.urgent, c.pending
+	c.urgent, c.pending = c.spare[0][:0], c.spare[1][:0]
+	c.spare = [2][]byte{}
+	c.cond.Broadcast()
+	return urgent, pending
+}
+
+// keepLocked keeps written buffers for reuse, unless a burst made them large.
+func (c *coalescingConn) keepLocked(urgent, pending []byte) {
+	for i, b := range [2][]byte{urgent, pending} {
+		if cap(b) <= 1<<20 && c.spare[i] == nil {
+			c.spare[i] = b[:0]
+		}
+	}
+}
+
+// failLocked records the first write error and closes the connection.
+func (c *coalescingConn) failLocked(err error) {
+	if c.err == nil {
+		c.err = err
+		_ = c.Conn.Close()
+	}
+	c.cond.Broadcast()
+}
+
+// flushLoop writes what senders handed off, until the connection fails or closes.
 func (c *coalescingConn) flushLoop() {
 	defer close(c.done)
-	var spare []byte
 	c.mu.Lock()
 	for {
-		for len(c.pending) == 0 && c.err == nil {
+		for !c.handoff && c.err == nil {
 			c.cond.Wait()
 		}
 		if c.err != nil {
 			c.mu.Unlock()
 			return
 		}
-		out := c.pending
-		c.pending = spare[:0]
-		c.cond.Broadcast() // writers waiting for room
+		if len(c.pending)+len(c.urgent) == 0 {
+			c.handoff = false
+			continue
+		}
+		c.writing = true
+		u, b := c.takeLocked()
 		c.mu.Unlock()
 
-		// Every byte of the connection passes here, so a one-way cut stops
-		// exactly one direction. Cutting closes the connection: yamux fails
-		// the session and redials later, through a dial that is checked
-		// again.
+		// Every byte of the connection passes here or through a direct write, which
+		// happens only without a Faults hook; so a one-way cut stops exactly one
+		// direction. Cutting closes the connection: the link fails its requests in
+		// flight and is dialled again later, through a dial that is checked again.
 		err := c.applyFaults()
 		if err == nil {
-			err = c.write(out)
+			err = c.write(u, b)
 		}
 
 		c.mu.Lock()
-		if err != nil && c.err == nil {
-			c.err = err
-			_ = c.Conn.Close()
-			c.cond.Broadcast()
+		c.writing = false
+		c.keepLocked(u, b)
+		if err != nil {
+			c.failLocked(err)
 		}
-		spare = out
-		if cap(spare) > 1<<20 {
-			spare = nil // don't keep a burst's buffer for the connection's life
-		}
+		// handoff stays set: the loop writes what was queued meanwhile, or clears it.
 	}
 }
 
@@ -113,17 +203,27 @@ func (c *coalescingConn) applyFaults() error {
 	return nil
 }
 
-// write puts out on the wire under the flush deadline.
-func (c *coalescingConn) write(out []byte) error {
+// write puts urgent, then pending, on the wire under the write deadline, in one system call
+// where the connection can.
+func (c *coalescingConn) write(urgent, pending []byte) error {
 	if c.timeout > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
-	_, err := c.Conn.Write(out)
+	var err error
+	switch {
+	case len(urgent) == 0:
+		_, err = c.Conn.Write(pending)
+	case len(pending) == 0:
+		_, err = c.Conn.Write(urgent)
+	default:
+		bufs := net.Buffers{urgent, pending}
+		_, err = bufs.WriteTo(c.Conn)
+	}
 	return err
 }
 
-// Close stops the flusher and closes the connection. Bytes still queued are dropped: yamux
-// closes its connection only when the session is over.
+// Close stops the flusher and closes the connection. Bytes still queued are dropped: a link
+// is closed only when it has failed or is no longer wanted.
 func (c *coalescingConn) Close() error {
 	c.mu.Lock()
 	if c.err == nil {

@@ -17,7 +17,7 @@ import (
 //	advertise                one length byte, then the dialer's host:port
 //
 // All of it must complete within a deadline (ReadTimeout on accept), and
-// nothing the peer sends reaches memberlist, yamux or a handler before it
+// nothing the peer sends reaches memberlist, raft or a handler before it
 // has.
 
 // dialConn opens a TCP connection of type typ to addr and runs the
@@ -78,7 +78,7 @@ func (t *Transport) setupOutbound(ctx context.Context, tc *trackedConn, addr str
 }
 
 // serveInbound runs the accepting side of the set-up and hands the
-// connection to gossip or runs it as a yamux session until it ends.
+// connection to gossip, or serves it as a link or a snapshot connection until it ends.
 func (t *Transport) serveInbound(tc *trackedConn) {
 	remote := tc.RemoteAddr().String()
 	// The whole set-up must arrive within ReadTimeout, so a client that
@@ -105,11 +105,14 @@ func (t *Transport) serveInbound(tc *trackedConn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	if typ == connTypeGossip {
+	switch typ {
+	case connTypeGossip:
 		t.deliverGossipStream(c)
-		return
+	case connTypeLink:
+		t.serveLink(c, from)
+	case connTypeSnap:
+		t.serveSnapshot(c, from)
 	}
-	t.serveMux(c, from)
 }
 
 // setupInbound runs the accepting side of the set-up on tc. It returns the
@@ -125,7 +128,9 @@ func (t *Transport) setupInbound(tc *trackedConn) (net.Conn, byte, string, error
 	if _, err := io.ReadFull(c, typ[:]); err != nil {
 		return nil, 0, "", fmt.Errorf("read connection type: %w", err)
 	}
-	if typ[0] != connTypeGossip && typ[0] != connTypeMux {
+	switch typ[0] {
+	case connTypeGossip, connTypeLink, connTypeSnap:
+	default:
 		// Without a key this is the only defence against a stray client, so
 		// it is worth a warning; with a key the handshake would refuse it.
 		t.logger.Warn("transport: unknown connection type, closing", "remote", tc.RemoteAddr().String(), "type", typ[0])

@@ -6,29 +6,43 @@
 //
 // The node binds TCP and UDP on the same port. UDP datagrams are gossip
 // packets and go straight to memberlist. Every inbound TCP connection starts
-// with one connection-type byte:
+// with one connection-type byte (then, with a ClusterKey, the key handshake,
+// and the dialer's advertised address):
 //
-//   - gossip: the rest of the connection is a memberlist stream, handed whole
-//     to memberlist through [Transport.Gossip].
-//   - mux: the dialer names its advertised address, then the connection runs
-//     a yamux session. Each yamux stream starts with a stream-kind byte:
-//     either a Raft stream (followed by a big-endian uint32 group ID, then
-//     hashicorp/raft's own protocol) or a request stream (a sequence of
-//     request/response frames, see [Transport.Call]).
+//   - gossip ('G'): the rest of the connection is a memberlist stream,
+//     handed whole to memberlist through [Transport.Gossip].
+//   - link ('L'): the rest is frames (see link.go). A link carries the Raft
+//     RPCs of every group and the requests of [Transport.Call], many in
+//     flight at once, each frame naming its request; the accepting side
+//     answers on the same connection.
+//   - snapshot ('S'): one Raft InstallSnapshot, its data streamed behind the
+//     request under TCP's flow control, then the answer.
 //
-// A node multiplexes everything it sends to a peer over one mux connection
-// and dials another only while every one it has is busy (many streams in
-// use: calls in flight, open Raft streams), never more than
-// [NetworkOptions.MaxConns]; a connection left without streams in use for
-// [NetworkOptions.IdleTimeout] is closed, and dialled again when needed. So
-// the TCP connections between two nodes follow the streams in use between
-// them, up to MaxConns each way, not the MaxConns setting itself.
+// A node dials at most [NetworkOptions.MaxConns] links to each peer, however
+// many groups and calls it has: a group's Raft traffic always takes the same
+// one (group modulo MaxConns), calls take turns. Each link costs two
+// goroutines, a reader and a writer; frames queued while the writer is on
+// the wire leave together in its next write, so heartbeats and appends of
+// many groups share system calls. A dialled link that sent nothing for
+// [NetworkOptions.IdleTimeout] is closed, and dialled again when needed.
+//
+// # Raft
+//
+// [Transport.RaftTransport] registers one group and returns its
+// raft.Transport, with AppendEntries pipelining, pre-vote and a heartbeat
+// fast path (a heartbeat is answered on the link's reader, not queued
+// behind the group's log writes). Raft messages use a hand codec
+// (raftcodec.go) whose decoders check every length against the bytes that
+// arrived before allocating. Every Raft request names the incarnation of
+// the node it is for; a node refuses requests meant for an earlier life of
+// itself. A request for a group the node does not host calls the
+// unknown-group handler (see [Transport.SetUnknownGroupHandler]).
 //
 // # Usage
 //
 //	t, err := transport.Listen(transport.DefaultNetworkOptions(), "10.0.0.1:7000", logger)
 //	...
-//	layer := t.RaftLayer(groupID) // hand to raft.NewNetworkTransportWithConfig
+//	rt, err := t.RaftTransport(transport.RaftConfig{Group: 3, ...}) // hand to raft.NewRaft
 //	mlConfig.Transport = t.Gossip()
 //	t.Handle(kindGet, handleGet)
 //	resp, err := t.Call(ctx, "10.0.0.2:7000", kindGet, req)
@@ -42,6 +56,9 @@
 // every TCP connection passes a challenge-response on it first (see auth.go);
 // with NetworkOptions.TLS it is also encrypted. Gossip UDP packets are
 // encrypted by memberlist's keyring, not here.
+//
+// The link protocol replaced a yamux-based one; nodes of the two cannot talk
+// to each other (a cluster upgrading across it is restarted whole).
 //
 // NetworkOptions.Faults lets tests drop, delay and cut links between nodes;
 // it is nil in production.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,8 +11,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // expectClosed fails unless the server closes conn within d.
@@ -40,30 +39,25 @@ func stillServes(t *testing.T, b *Transport) {
 	}
 }
 
-// rawMuxStream dials b, performs the mux handshake by hand and opens one
-// yamux stream on which the test can write anything.
-func rawMuxStream(t *testing.T, b *Transport) (net.Conn, *yamux.Session, *yamux.Stream) {
+// rawLink dials b and performs the link set-up by hand, so the test can write anything.
+func rawLink(t *testing.T, b *Transport) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = conn.Close() })
 	self := "127.0.0.1:1"
-	if _, err := conn.Write(append([]byte{connTypeMux, byte(len(self))}, self...)); err != nil {
+	if _, err := conn.Write(append([]byte{connTypeLink, byte(len(self))}, self...)); err != nil {
 		t.Fatal(err)
 	}
-	conf := yamux.DefaultConfig()
-	conf.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
-	st, err := sess.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn, sess, st
+	return conn
+}
+
+// rawFrame is a frame with the given header fields and body.
+func rawFrame(typ, kind uint8, group uint32, id, aux uint64, body []byte) []byte {
+	b := appendFrameHeader(nil, frameHeader{typ: typ, kind: kind, group: group, id: id, aux: aux})
+	return finishFrame(append(b, body...))
 }
 
 func TestGarbageConnections(t *testing.T) {
@@ -107,7 +101,7 @@ func TestGarbageConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		_, _ = conn.Write([]byte{connTypeMux, 20, '1'})
+		_, _ = conn.Write([]byte{connTypeLink, 20, '1'})
 		start := time.Now()
 		expectClosed(t, conn, 3*time.Second)
 		if d := time.Since(start); d < 200*time.Millisecond {
@@ -117,40 +111,80 @@ func TestGarbageConnections(t *testing.T) {
 	})
 
 	t.Run("slow frame", func(t *testing.T) {
-		// A request frame that starts but does not finish within ReadTimeout.
-		_, sess, st := rawMuxStream(t, b)
-		_, _ = st.Write([]byte{streamRequest, 0, 0})
-		_ = st.SetReadDeadline(time.Now().Add(3 * time.Second))
-		if _, err := st.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("stalled frame: read %v, want EOF", err)
+		// A frame that starts but does not finish within ReadTimeout.
+		conn := rawLink(t, b)
+		frame := rawFrame(frameCallReq, kindEcho, 0, 1, uint64(time.Second), []byte("hello"))
+		_, _ = conn.Write(frame[:len(frame)-2])
+		start := time.Now()
+		expectClosed(t, conn, 3*time.Second)
+		if d := time.Since(start); d < 200*time.Millisecond {
+			t.Errorf("closed after %v, before ReadTimeout", d)
 		}
-		_ = sess.Close()
 		stillServes(t, b)
+	})
+
+	t.Run("idle link stays open", func(t *testing.T) {
+		// Between frames a link may wait as long as it likes, then be answered.
+		conn := rawLink(t, b)
+		time.Sleep(2 * opts.ReadTimeout)
+		_, _ = conn.Write(rawFrame(frameCallReq, kindEcho, 0, 7, uint64(time.Second), []byte("late")))
+		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var hdr [linkHeaderSize]byte
+		h, body, err := readLinkFrame(bufio.NewReader(conn), &hdr, 1<<20, nil, 0)
+		if err != nil || h.typ != frameCallResp || h.id != 7 || h.kind != statusOK || string(body) != "late" {
+			t.Fatalf("answer %+v %q, %v", h, body, err)
+		}
 	})
 
 	t.Run("huge length prefix", func(t *testing.T) {
-		conn, _, st := rawMuxStream(t, b)
-		var frame [5]byte
-		frame[0] = streamRequest
-		binary.BigEndian.PutUint32(frame[1:], 0xFFFFFFF0)
-		_, _ = st.Write(frame[:])
+		conn := rawLink(t, b)
+		var frame [linkHeaderSize]byte
+		binary.BigEndian.PutUint32(frame[:], 0xFFFFFFF0)
+		_, _ = conn.Write(frame[:])
 		expectClosed(t, conn, 3*time.Second)
-		eventually(t, time.Second, "a log line", func() bool { return rec.Contains("malformed request") })
+		eventually(t, time.Second, "a log line", func() bool { return rec.Contains("malformed frame") })
 		stillServes(t, b)
 	})
 
-	t.Run("malformed envelope", func(t *testing.T) {
-		conn, _, st := rawMuxStream(t, b)
-		body := []byte{0x93, 1, 2, 3} // a 3-element array: wrong shape
-		frame := append([]byte{streamRequest, 0, 0, 0, byte(len(body))}, body...)
-		_, _ = st.Write(frame)
+	t.Run("malformed raft request", func(t *testing.T) {
+		rt, err := b.RaftTransport(RaftConfig{Group: 9, Local: "x#1", Incarnation: 1, Resolve: resolve, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Close()
+		conn := rawLink(t, b)
+		_, _ = conn.Write(rawFrame(frameRaftReq, raftAppendEntries, 9, 1, 1, []byte{0xff, 0xff, 0xff}))
+		expectClosed(t, conn, 3*time.Second)
+		select {
+		case rpc := <-rt.Consumer():
+			t.Fatalf("garbage reached raft: %#v", rpc.Command)
+		default:
+		}
+		stillServes(t, b)
+	})
+
+	t.Run("unknown raft RPC", func(t *testing.T) {
+		rt, err := b.RaftTransport(RaftConfig{Group: 10, Local: "x#1", Incarnation: 1, Resolve: resolve, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Close()
+		conn := rawLink(t, b)
+		_, _ = conn.Write(rawFrame(frameRaftReq, 77, 10, 1, 1, nil))
 		expectClosed(t, conn, 3*time.Second)
 		stillServes(t, b)
 	})
 
-	t.Run("bad stream kind", func(t *testing.T) {
-		conn, _, st := rawMuxStream(t, b)
-		_, _ = st.Write([]byte{0x00, 1, 2})
+	t.Run("bad frame type", func(t *testing.T) {
+		conn := rawLink(t, b)
+		_, _ = conn.Write(rawFrame(0x42, 0, 0, 1, 0, []byte("x")))
+		expectClosed(t, conn, 3*time.Second)
+		stillServes(t, b)
+	})
+
+	t.Run("response sent to the accepting side", func(t *testing.T) {
+		conn := rawLink(t, b)
+		_, _ = conn.Write(rawFrame(frameCallResp, statusOK, 0, 1, 0, []byte("x")))
 		expectClosed(t, conn, 3*time.Second)
 		stillServes(t, b)
 	})
@@ -203,19 +237,39 @@ func TestMaxInbound(t *testing.T) {
 }
 
 func TestReadFrameRejectsHugePrefixWithoutAllocating(t *testing.T) {
-	var hdr [4]byte
+	var hdr [linkHeaderSize]byte
 	binary.BigEndian.PutUint32(hdr[:], 1<<31)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	var env envelope
-	err := readFrame(&byteReader{b: hdr[:]}, 1<<20, nil, &env)
+	var scratch [linkHeaderSize]byte
+	_, _, err := readLinkFrame(bufio.NewReader(&byteReader{b: hdr[:]}), &scratch, 1<<20, nil, 0)
 	runtime.ReadMemStats(&after)
-	if !errors.Is(err, ErrFrameTooLarge) {
-		t.Fatalf("err = %v, want ErrFrameTooLarge", err)
+	if !errors.Is(err, errMalformedFrame) {
+		t.Fatalf("err = %v, want errMalformedFrame", err)
 	}
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
 		t.Fatalf("rejecting a 2 GiB prefix allocated %d bytes", grew)
+	}
+}
+
+// TestReadFrameGrowsWithTheBytes: a frame under the limit but larger than what arrives is
+// not allocated whole on the length prefix's say-so.
+func TestReadFrameGrowsWithTheBytes(t *testing.T) {
+	b := rawFrame(frameCallReq, 1, 0, 1, 1, nil)
+	binary.BigEndian.PutUint32(b, uint32(linkHeaderSize-4+60<<20)) // 60 MiB declared
+	b = append(b, make([]byte, 1000)...)                           // 1000 bytes sent
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var scratch [linkHeaderSize]byte
+	_, _, err := readLinkFrame(bufio.NewReader(&byteReader{b: b}), &scratch, maxLinkFrame, nil, 0)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("err = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
+		t.Fatalf("a 60 MiB prefix with 1000 bytes behind it allocated %d bytes", grew)
 	}
 }
 

@@ -1,14 +1,11 @@
 package transport
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // acceptLoop accepts TCP connections until the listener is closed.
@@ -64,60 +61,4 @@ func readAdvertise(r io.Reader) (string, error) {
 		return "", fmt.Errorf("advertised address %q: %w", addr, err)
 	}
 	return addr, nil
-}
-
-// serveMux runs the server side of a yamux session: every stream the peer
-// opens gets its own goroutine. It returns when the session ends.
-func (t *Transport) serveMux(c net.Conn, from string) {
-	cc := newCoalescingConn(c, t.opts.WriteTimeout, muxFaults{faults: t.opts.Faults, local: t.advertise, remote: from})
-	sess, err := yamux.Server(cc, t.yamuxConf)
-	if err != nil { // only for an invalid config, which newYamuxConfig rules out
-		t.logger.Error("transport: yamux server", "error", err)
-		_ = cc.Close()
-		return
-	}
-	t.acceptedMux.Add(1)
-	defer func() { _ = sess.Close() }()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			if !t.isClosed() {
-				t.logger.Debug("transport: inbound session ended", "peer", from, "error", err)
-			}
-			return
-		}
-		if !t.goTracked("inbound stream", st, func() { t.serveStream(sess, st, from) }) {
-			_ = st.Close()
-			return
-		}
-	}
-}
-
-// serveStream reads a stream's kind and routes it.
-func (t *Transport) serveStream(sess *yamux.Session, st *yamux.Stream, from string) {
-	_ = st.SetReadDeadline(time.Now().Add(t.opts.ReadTimeout))
-	var hdr [5]byte
-	if _, err := io.ReadFull(st, hdr[:1]); err != nil {
-		t.logger.Debug("transport: stream closed before its kind byte", "peer", from, "error", err)
-		_ = st.Close()
-		return
-	}
-	switch hdr[0] {
-	case streamRaft:
-		if _, err := io.ReadFull(st, hdr[1:5]); err != nil {
-			t.logger.Debug("transport: raft stream header incomplete", "peer", from, "error", err)
-			_ = st.Close()
-			return
-		}
-		_ = st.SetReadDeadline(time.Time{})
-		t.routeRaft(binary.BigEndian.Uint32(hdr[1:5]), st, from)
-	case streamRequest:
-		_ = st.SetReadDeadline(time.Time{})
-		t.serveRequests(sess, st, from)
-	default:
-		// The peer does not speak this protocol: drop its connection.
-		t.logger.Warn("transport: unknown stream kind, closing connection", "peer", from, "kind", hdr[0])
-		_ = st.Close()
-		_ = sess.Close()
-	}
 }

@@ -44,32 +44,29 @@ type NetworkOptions struct {
 	// BindAddr is the host:port to listen on for TCP and UDP. Empty means
 	// the node's advertised address.
 	BindAddr string
-	// MaxConns is the most TCP connections (yamux sessions) this node
-	// dials to one peer; the peer's connections to this node are its own
-	// and count against its MaxConns. It is a bound, not a target: calls
-	// and Raft streams share one connection, and another is dialled only
-	// while every open one is busy, with 32 or more streams in use (calls
-	// in flight and open Raft streams). A connection idle for IdleTimeout
-	// is closed. Default 2.
+	// MaxConns is the number of links (TCP connections) this node dials to
+	// one peer; the peer's links to this node are its own and count against
+	// its MaxConns. Every link carries many requests at once: a Raft group
+	// always uses the same link to a peer (its number modulo MaxConns) and
+	// calls take turns, so the connections between two nodes do not grow
+	// with partitions or load. A link is dialled when first needed. Default 2.
 	MaxConns int
-	// MaxIdle is the most finished request streams kept per peer, over all
-	// of its connections, for reuse by later calls; a call that finds none
-	// opens a new stream, and a stream finished when MaxIdle are kept is
-	// closed. Each kept stream holds a goroutine on the peer. Default 16.
+	// MaxIdle is kept for compatibility and ignored: links multiplex
+	// requests and keep no idle streams.
 	MaxIdle int
-	// IdleTimeout is how long a connection this node dialled may go without
-	// a stream in use (a call in flight or a Raft stream open; idle kept
-	// request streams do not count) before it is closed, with its kept
-	// streams; the next call dials again. A connection is closed between
-	// IdleTimeout and 1.25*IdleTimeout after its last use. Default 1m; when
-	// set, at least 10ms.
+	// IdleTimeout is how long a link this node dialled may go without
+	// sending anything and with no request in flight before it is closed;
+	// the next request dials again. Raft's heartbeats keep the links between
+	// the replicas of a group open. A link is closed between IdleTimeout and
+	// 1.25*IdleTimeout after its last use. Default 1m; when set, at least
+	// 10ms.
 	IdleTimeout time.Duration
 	// ReadTimeout bounds how long a started frame or a connection handshake
 	// may take to arrive completely; it also caps a Call whose context has
 	// no deadline. Default 10s.
 	ReadTimeout time.Duration
-	// WriteTimeout is the deadline on each write, and yamux's connection
-	// write timeout. Default 10s.
+	// WriteTimeout is the deadline on each write to a connection; a write
+	// that misses it closes the connection. Default 10s.
 	WriteTimeout time.Duration
 	// MaxInbound is the number of inbound TCP connections open at once.
 	// Connections beyond it are closed as soon as they are accepted, and
@@ -79,8 +76,8 @@ type NetworkOptions struct {
 	// node sends or accepts. Default 8 MiB; when set, between 1 KiB and 1 GiB.
 	MaxFrameSize int
 
-	// ClusterKey, when set, authenticates every TCP connection (gossip and
-	// mux) with a challenge-response over this shared key before anything
+	// ClusterKey, when set, authenticates every TCP connection (gossip, links
+	// and snapshots) with a challenge-response over this shared key before anything
 	// else on it is read; a peer without the key is disconnected. It must
 	// be 16, 24 or 32 bytes. The same key encrypts gossip packets, but that
 	// is memberlist's keyring, configured in the membership package.
@@ -92,7 +89,7 @@ type NetworkOptions struct {
 	// give both Certificates and the CA pools (ClientCAs, RootCAs).
 	TLS *tls.Config
 
-	// Faults, when set, decides the fate of every packet, dial and mux write
+	// Faults, when set, decides the fate of every packet, dial and link write
 	// between nodes; see Faults. It exists for tests: leave it nil in
 	// production.
 	Faults Faults

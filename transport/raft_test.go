@@ -3,6 +3,8 @@ package transport
 import (
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +41,7 @@ func (nopSnapshot) Release()                          {}
 // raftNode is one replica of one group.
 type raftNode struct {
 	raft *raft.Raft
-	net  *raft.NetworkTransport
+	net  *RaftTransport
 	fsm  *countingFSM
 }
 
@@ -50,18 +52,35 @@ func (n *raftNode) shutdown(t *testing.T) {
 	_ = n.net.Close()
 }
 
-// newRaftNode starts a raft instance for group over tr.
-func newRaftNode(t *testing.T, tr *Transport, group uint32, layer raft.StreamLayer) *raftNode {
-	t.Helper()
-	if layer == nil {
-		layer = tr.RaftLayer(group)
+// testIncarnation is the incarnation of every transport in these tests.
+const testIncarnation = 1
+
+// serverAddr is tr's server address as the tests' resolver reads it: host:port#incarnation.
+func serverAddr(tr *Transport, inc uint64) raft.ServerAddress {
+	return raft.ServerAddress(fmt.Sprintf("%s#%x", tr.Addr(), inc))
+}
+
+// resolve splits a server address of serverAddr's form.
+func resolve(a raft.ServerAddress) (string, uint64, error) {
+	s := string(a)
+	i := strings.LastIndexByte(s, '#')
+	if i < 0 {
+		return "", 0, fmt.Errorf("address %q has no incarnation", s)
 	}
-	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  layer,
-		MaxPool: 2,
-		Timeout: 2 * time.Second,
-		Logger:  hclog.NewNullLogger(),
-	})
+	inc, err := strconv.ParseUint(s[i+1:], 16, 64)
+	return s[:i], inc, err
+}
+
+func raftTransport(t *testing.T, tr *Transport, group uint32) *RaftTransport {
+	t.Helper()
+	rt, err := tr.RaftTransport(RaftConfig{Group: group, Local: serverAddr(tr, testIncarnation), Incarnation: testIncarnation, Resolve: resolve, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+func testRaftConfig(tr *Transport) *raft.Config {
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(tr.Addr())
 	conf.HeartbeatTimeout = 300 * time.Millisecond
@@ -69,12 +88,19 @@ func newRaftNode(t *testing.T, tr *Transport, group uint32, layer raft.StreamLay
 	conf.LeaderLeaseTimeout = 150 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.Logger = hclog.NewNullLogger()
+	return conf
+}
+
+// newRaftNode starts a raft instance for group over tr.
+func newRaftNode(t *testing.T, tr *Transport, group uint32) *raftNode {
+	t.Helper()
+	rt := raftTransport(t, tr, group)
 	fsm := &countingFSM{}
-	r, err := raft.NewRaft(conf, fsm, raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore(), nt)
+	r, err := raft.NewRaft(testRaftConfig(tr), fsm, raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore(), rt)
 	if err != nil {
 		t.Fatalf("NewRaft: %v", err)
 	}
-	return &raftNode{raft: r, net: nt, fsm: fsm}
+	return &raftNode{raft: r, net: rt, fsm: fsm}
 }
 
 // waitLeader returns the leader among nodes.
@@ -95,14 +121,14 @@ func waitLeader(t *testing.T, nodes []*raftNode) *raftNode {
 
 func TestRaftGroupsShareConnections(t *testing.T) {
 	t.Run("default", func(t *testing.T) { testRaftGroupsShareConnections(t, testOptions(), 0) })
-	// A high MaxConns is only a bound: 8 groups' streams fit on one
-	// connection each way. A short IdleTimeout must not cut connections
-	// raft's streams are open on, or they would be dialled again.
+	// A group's traffic goes on the link of its slot, so 8 groups use at most 8 of 1000
+	// links. A short IdleTimeout must not cut links raft heartbeats over, or they would be
+	// dialled again.
 	t.Run("MaxConns1000", func(t *testing.T) {
 		opts := testOptions()
 		opts.MaxConns = 1000
 		opts.IdleTimeout = 50 * time.Millisecond
-		testRaftGroupsShareConnections(t, opts, 1)
+		testRaftGroupsShareConnections(t, opts, 8)
 	})
 }
 
@@ -121,13 +147,13 @@ func testRaftGroupsShareConnections(t *testing.T, opts NetworkOptions, wantDials
 	}
 	var servers []raft.Server
 	for _, tr := range trs {
-		servers = append(servers, raft.Server{ID: raft.ServerID(tr.Addr()), Address: raft.ServerAddress(tr.Addr())})
+		servers = append(servers, raft.Server{ID: raft.ServerID(tr.Addr()), Address: serverAddr(tr, testIncarnation)})
 	}
 
 	nodes := make([][]*raftNode, groups)
 	for g := range groups {
 		for _, tr := range trs {
-			n := newRaftNode(t, tr, uint32(g), nil)
+			n := newRaftNode(t, tr, uint32(g))
 			if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 				t.Fatalf("bootstrap: %v", err)
 			}
@@ -175,15 +201,15 @@ func testRaftGroupsShareConnections(t *testing.T, opts NetworkOptions, wantDials
 			if i >= j {
 				continue
 			}
-			pair := a.peer(b.Addr()).dials.Load() + b.peer(a.Addr()).dials.Load()
+			pair := a.linkDials(b.Addr()) + b.linkDials(a.Addr())
 			if pair > int64(2*wantDials) {
 				t.Errorf("%d TCP connections between node %d and %d, want <= %d", pair, i, j, 2*wantDials)
 			}
 		}
 		if acc := a.acceptedMux.Load(); acc > int64(2*wantDials) {
-			t.Errorf("node %d accepted %d mux connections from 2 peers, want <= %d", i, acc, 2*wantDials)
+			t.Errorf("node %d accepted %d links from 2 peers, want <= %d", i, acc, 2*wantDials)
 		}
-		t.Logf("node %d: dialled %d, accepted %d mux connections for %d groups", i, a.dialedMux.Load(), a.acceptedMux.Load(), groups)
+		t.Logf("node %d: dialled %d, accepted %d links for %d groups", i, a.dialedMux.Load(), a.acceptedMux.Load(), groups)
 	}
 }
 
@@ -193,9 +219,9 @@ func TestRaftUnknownGroupCreatedOnDemand(t *testing.T) {
 	b, _ := newTestTransport(t, opts)
 	const group = 42
 
-	leader := newRaftNode(t, a, group, nil)
+	leader := newRaftNode(t, a, group)
 	defer leader.shutdown(t)
-	self := raft.Server{ID: raft.ServerID(a.Addr()), Address: raft.ServerAddress(a.Addr())}
+	self := raft.Server{ID: raft.ServerID(a.Addr()), Address: serverAddr(a, testIncarnation)}
 	if err := leader.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{self}}).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +239,7 @@ func TestRaftUnknownGroupCreatedOnDemand(t *testing.T) {
 			return false
 		}
 		if created == nil {
-			created = newRaftNode(t, b, g, nil)
+			created = newRaftNode(t, b, g)
 		}
 		return true
 	})
@@ -225,7 +251,7 @@ func TestRaftUnknownGroupCreatedOnDemand(t *testing.T) {
 		}
 	}()
 
-	if err := leader.raft.AddVoter(raft.ServerID(b.Addr()), raft.ServerAddress(b.Addr()), 0, 5*time.Second).Error(); err != nil {
+	if err := leader.raft.AddVoter(raft.ServerID(b.Addr()), serverAddr(b, testIncarnation), 0, 5*time.Second).Error(); err != nil {
 		t.Fatalf("AddVoter: %v", err)
 	}
 	for i := range 10 {
@@ -240,76 +266,236 @@ func TestRaftUnknownGroupCreatedOnDemand(t *testing.T) {
 	})
 }
 
-func TestRaftLayerStreamsAndRefusal(t *testing.T) {
+// TestRaftWrongIncarnationRefused: an RPC addressed to another incarnation of a node (its
+// earlier life, say) is answered with an error and never reaches the group's raft.
+func TestRaftWrongIncarnationRefused(t *testing.T) {
 	a, _ := newTestTransport(t, testOptions())
 	b, _ := newTestTransport(t, testOptions())
+	ra := raftTransport(t, a, 7)
+	defer ra.Close()
+	rb := raftTransport(t, b, 7)
+	defer rb.Close()
 
-	la := a.RaftLayer(7)
-	if la.Addr().String() != a.Addr() {
-		t.Fatalf("layer Addr = %v, want %s", la.Addr(), a.Addr())
+	var resp raft.RequestVoteResponse
+	err := ra.RequestVote("b", serverAddr(b, testIncarnation+1), &raft.RequestVoteRequest{Term: 3, LastLogIndex: 1}, &resp)
+	if err == nil || !strings.Contains(err.Error(), "incarnation") {
+		t.Fatalf("vote to an old incarnation: %v, want a refusal naming the incarnation", err)
+	}
+	select {
+	case rpc := <-rb.Consumer():
+		t.Fatalf("refused RPC reached raft: %#v", rpc.Command)
+	default:
 	}
 
-	// No handler: a stream for an unregistered group is closed.
-	c, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+	// The right incarnation gets through, and the answer comes back decoded.
+	go func() {
+		rpc := <-rb.Consumer()
+		req := rpc.Command.(*raft.RequestVoteRequest)
+		rpc.Respond(&raft.RequestVoteResponse{Term: req.Term, Granted: true}, nil)
+	}()
+	if err := ra.RequestVote("b", serverAddr(b, testIncarnation), &raft.RequestVoteRequest{Term: 3}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Granted || resp.Term != 3 {
+		t.Fatalf("vote answer %+v", resp)
+	}
+
+	// A group with no registration is refused, and raft's error comes back as one.
+	var ae raft.AppendEntriesResponse
+	if err := (&RaftTransport{t: a, cfg: RaftConfig{Group: 8, Resolve: resolve, Timeout: time.Second}, done: make(chan struct{})}).
+		AppendEntries("b", serverAddr(b, testIncarnation), &raft.AppendEntriesRequest{Term: 1}, &ae); err == nil {
+		t.Fatal("RPC for a group b does not host succeeded")
+	}
+	go func() {
+		rpc := <-rb.Consumer()
+		rpc.Respond(nil, fmt.Errorf("no thanks"))
+	}()
+	if err := ra.AppendEntries("b", serverAddr(b, testIncarnation), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 4}, &ae); err == nil || !strings.Contains(err.Error(), "no thanks") {
+		t.Fatalf("raft's error came back as %v", err)
+	}
+}
+
+// TestRaftPipelineAnswersInOrder: answers to pipelined AppendEntries reach raft in the
+// order the requests were sent, whatever order they arrive in, and a failed link fails
+// every request still in flight.
+func TestRaftPipelineAnswersInOrder(t *testing.T) {
+	a, _ := newTestTransport(t, testOptions())
+	b, _ := newTestTransport(t, testOptions())
+	ra := raftTransport(t, a, 3)
+	defer ra.Close()
+	rb := raftTransport(t, b, 3)
+	defer rb.Close()
+
+	pl, err := ra.AppendEntriesPipeline("b", serverAddr(b, testIncarnation))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("refused stream read: %v, want EOF", err)
+	defer pl.Close()
+	const n = 5
+	for i := range n {
+		args := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: uint64(10 + i), Entries: []*raft.Log{{Index: uint64(11 + i), Term: 2, Data: []byte("x")}}}
+		if _, err := pl.AppendEntries(args, new(raft.AppendEntriesResponse)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	_ = c.Close()
+	// Hold raft's answers and give them in reverse order (raft never does; the link
+	// must not depend on it).
+	var rpcs []raft.RPC
+	for range n {
+		rpcs = append(rpcs, <-rb.Consumer())
+	}
+	p := pl.(*pipeline)
+	p.mu.Lock()
+	sent := append([]*appendFuture(nil), p.sent...)
+	p.mu.Unlock()
+	for i := n - 1; i >= 0; i-- {
+		sent[i].complete(nil) // as the link would for an answer arriving now
+		if w := p.l.take(sent[i].id); w != nil {
+			putWaiter(w)
+		}
+	}
+	for i := range n {
+		select {
+		case f := <-pl.Consumer():
+			if got := f.Request().PrevLogEntry; got != uint64(10+i) {
+				t.Fatalf("answer %d is for PrevLogEntry %d, want %d", i, got, 10+i)
+			}
+			f.Response()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("answer %d not delivered", i)
+		}
+	}
+	_ = rpcs
 
-	// Handler says no: same.
-	b.SetUnknownGroupHandler(func(uint32) bool { return false })
-	c, err = la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+	// A request in flight when its link fails comes back failed, not never.
+	args := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 99}
+	if _, err := pl.AppendEntries(args, new(raft.AppendEntriesResponse)); err != nil {
+		t.Fatal(err)
+	}
+	<-rb.Consumer()
+	p.l.close(fmt.Errorf("test cut"))
+	select {
+	case f := <-pl.Consumer():
+		if f.Error() == nil || f.Response().Success {
+			t.Fatalf("request on a failed link: err %v, success %v", f.Error(), f.Response().Success)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("request on a failed link never came back")
+	}
+}
+
+// snapFSM is a state machine whose snapshot is its whole state, so that an installed
+// snapshot can be checked.
+type snapFSM struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+func (f *snapFSM) Apply(l *raft.Log) any {
+	f.mu.Lock()
+	f.data = append(f.data, l.Data...)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *snapFSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return bytesSnapshot(append([]byte(nil), f.data...)), nil
+}
+
+func (f *snapFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	f.mu.Lock()
+	f.data = b
+	f.mu.Unlock()
+	return err
+}
+
+func (f *snapFSM) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.data)
+}
+
+type bytesSnapshot []byte
+
+func (s bytesSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+func (bytesSnapshot) Release() {}
+
+// TestRaftSnapshotInstall: a replica added after the log was compacted gets the leader's
+// snapshot, several megabytes streamed on a connection of its own, and then the entries
+// after it.
+func TestRaftSnapshotInstall(t *testing.T) {
+	a, _ := newTestTransport(t, testOptions())
+	b, _ := newTestTransport(t, testOptions())
+	const group = 5
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte(i)
+	}
+
+	// Slower clocks than the other tests: two nodes copying megabytes under -race on a
+	// small machine must not miss a 150 ms lease.
+	slow := func(c *raft.Config) *raft.Config {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+		return c
+	}
+	conf := slow(testRaftConfig(a))
+	conf.LocalID = "a"
+	conf.TrailingLogs = 1
+	conf.SnapshotThreshold = 1 << 30
+	fa := &snapFSM{}
+	rta := raftTransport(t, a, group)
+	ra, err := raft.NewRaft(conf, fa, raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore(), rta)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("refused stream read: %v, want EOF", err)
+	defer func() { _ = ra.Shutdown().Error() }()
+	if err := ra.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "a", Address: serverAddr(a, testIncarnation)}}}).Error(); err != nil {
+		t.Fatal(err)
 	}
-	_ = c.Close()
+	eventually(t, 10*time.Second, "a to lead", func() bool { return ra.State() == raft.Leader })
+	const before = 64 // 4 MiB of state before the snapshot
+	for range before {
+		if err := ra.Apply(chunk, 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ra.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
 
-	// Handler registers the layer: the stream is delivered to it.
-	layers := make(chan raft.StreamLayer, 1)
-	b.SetUnknownGroupHandler(func(g uint32) bool {
-		layers <- b.RaftLayer(g)
-		return true
-	})
-	c, err = la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+	fb := &snapFSM{}
+	confB := slow(testRaftConfig(b))
+	confB.LocalID = "b"
+	rtb := raftTransport(t, b, group)
+	rb, err := raft.NewRaft(confB, fb, raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore(), rtb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if _, err := c.Write([]byte("ping")); err != nil {
+	defer func() { _ = rb.Shutdown().Error() }()
+	if err := ra.AddVoter("b", serverAddr(b, testIncarnation), 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	lb := <-layers
-	sc, err := lb.Accept()
-	if err != nil {
+	if err := ra.Apply(chunk[:10], 5*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("accepted stream read %q, %v", buf, err)
-	}
-	_ = sc.Close()
-
-	// Closing the layer unregisters it and unblocks Accept.
-	_ = lb.Close()
-	if _, err := lb.Accept(); err != ErrClosed {
-		t.Fatalf("Accept after Close: %v", err)
-	}
-	b.groupsMu.RLock()
-	_, still := b.groups[7]
-	b.groupsMu.RUnlock()
-	if still {
-		t.Fatal("closed layer still registered")
-	}
-	_ = la.Close()
-	if _, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second); err != ErrClosed {
-		t.Fatalf("Dial on closed layer: %v", err)
+	want := before*len(chunk) + 10
+	eventually(t, 20*time.Second, "b to install the snapshot and apply what follows", func() bool { return fb.len() == want })
+	fa.mu.Lock()
+	fb.mu.Lock()
+	same := string(fa.data) == string(fb.data)
+	fb.mu.Unlock()
+	fa.mu.Unlock()
+	if !same {
+		t.Fatal("b's state differs from a's")
 	}
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // Handler serves one request kind. from is the advertised address the
@@ -17,8 +14,12 @@ import (
 // carries the caller's remaining time budget and is cancelled when the
 // Transport closes; Close waits for running handlers, so they must honour
 // ctx. A returned error reaches the caller as a *RemoteError carrying its
-// message. Handlers run concurrently, one goroutine per request stream.
+// message. Handlers run concurrently, each request on a goroutine of its own.
 type Handler func(ctx context.Context, from string, req []byte) ([]byte, error)
+
+// maxHandlersPerLink bounds the handlers running at once for one inbound link; a request past
+// it is answered with an error at once rather than queued.
+const maxHandlersPerLink = 4096
 
 // Handle registers h for requests of the given kind, replacing any handler
 // registered before; a nil h removes the registration. Requests of a kind
@@ -37,14 +38,13 @@ func (t *Transport) Handle(kind uint8, h Handler) {
 // returns its response. It honours ctx: cancellation or the deadline makes
 // it return ctx's error promptly. Without a ctx deadline the call is capped
 // at ReadTimeout. A handler error comes back as a *RemoteError. Call is safe
-// for concurrent use; concurrent calls to one peer use separate streams over
-// at most MaxConns connections, and up to MaxIdle finished streams per peer
-// are kept for reuse.
+// for concurrent use; calls to one peer share this node's MaxConns links to
+// it, many in flight on each.
 //
-// A Call that fails after the request was written may or may not have run
-// the handler. Call retries only when the request certainly did not leave:
-// a kept idle stream whose connection broke meanwhile is replaced by a new
-// one.
+// A Call that fails after the request was queued on a link may or may not
+// have run the handler. A request that certainly did not leave (the link
+// could not be dialled, or had already failed) fails with ErrNotSent; a link
+// found broken before the request was queued is replaced once.
 func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byte) ([]byte, error) {
 	if t.isClosed() {
 		return nil, fmt.Errorf("%w: %w", ErrNotSent, ErrClosed)
@@ -52,115 +52,81 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
+	deadline, hasDeadline := ctx.Deadline()
+	if !hasDeadline {
 		deadline = time.Now().Add(t.opts.ReadTimeout)
-	} else if !time.Now().Before(deadline) {
-		// The deadline has passed but ctx's own timer may not have fired
-		// yet (a stream deadline at the same instant can fire first): the
-		// ctx is over all the same, so nothing is sent.
+	}
+	budget := time.Until(deadline)
+	if budget <= 0 {
 		return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, context.DeadlineExceeded))
 	}
+	if len(req) > t.opts.MaxFrameSize {
+		return nil, fmt.Errorf("transport: call %s kind %d: request %w: %d bytes, limit %d", addr, kind, ErrFrameTooLarge, len(req), t.opts.MaxFrameSize)
+	}
 
-	p := t.peer(addr)
-	for {
-		st, s := p.takeIdle()
-		reused := st != nil
-		if st == nil {
-			dialCtx, cancel := context.WithDeadline(ctx, deadline)
-			var err error
-			st, s, err = t.openStream(dialCtx, p, []byte{streamRequest})
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
-			}
-		}
-		resp, sent, err := t.roundTrip(ctx, p, s, st, deadline, kind, req)
-		if err != nil && !sent && reused && ctx.Err() == nil && !t.isClosed() {
-			// A kept stream whose connection died while idle (the peer
-			// restarted, say). The request never left, so trying a fresh
-			// stream cannot run the handler twice. The broken session was
-			// closed, so its other idle streams are skipped too.
-			t.logger.Debug("transport: idle stream was broken; retrying on a new one", "peer", addr, "error", err)
-			continue
-		}
+	slot := t.linkSet(addr).next.Add(1)
+	for attempt := 0; ; attempt++ {
+		l, err := t.link(addr, slot, min(budget, t.opts.ReadTimeout+t.opts.WriteTimeout))
 		if err != nil {
-			var re *RemoteError
-			if errors.As(err, &re) || errors.Is(err, ErrFrameTooLarge) {
-				return nil, err
-			}
-			if !sent {
-				return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
-			}
-			return nil, t.callError(ctx, addr, kind, err)
+			return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 		}
-		return resp, nil
+		w := getWaiter(0, nil)
+		id, err := l.register(w)
+		if err == nil {
+			buf := getLinkBuf()
+			b := appendFrameHeader(*buf, frameHeader{typ: frameCallReq, kind: kind, id: id, aux: uint64(budget)})
+			*buf = finishFrame(append(b, req...))
+			err = l.send(*buf, true)
+			putLinkBuf(buf)
+			if err == nil {
+				return t.await(ctx, l, w, id, addr, kind, hasDeadline, budget)
+			}
+			if l.take(id) == nil {
+				<-w.done
+			}
+		}
+		putWaiter(w)
+		// The link had failed before the request was queued: nothing left.
+		if attempt > 0 || ctx.Err() != nil || t.isClosed() {
+			return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
+		}
+		t.logger.Debug("transport: link was broken; retrying on a new one", "peer", addr, "error", err)
 	}
 }
 
-// roundTrip sends one request on st, a stream of s, and reads its response,
-// then keeps st for reuse or closes it. sent reports whether any of the
-// request may have reached the peer: when false the handler certainly did
-// not run.
-func (t *Transport) roundTrip(ctx context.Context, p *peer, s *outSession, st *yamux.Stream, deadline time.Time, kind uint8, req []byte) (resp []byte, sent bool, err error) {
-	// Cancellation is delivered by moving the stream's deadlines into the
-	// past, which wakes a blocked read or write at once.
-	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
-	_ = st.SetReadDeadline(deadline)
-	writeDeadline := time.Now().Add(t.opts.WriteTimeout)
-	if deadline.Before(writeDeadline) {
-		writeDeadline = deadline
+// await waits for the answer to request id on l.
+func (t *Transport) await(ctx context.Context, l *link, w *waiter, id uint64, addr string, kind uint8, hasDeadline bool, budget time.Duration) ([]byte, error) {
+	var expired <-chan time.Time
+	if !hasDeadline {
+		timer := time.NewTimer(budget)
+		defer timer.Stop()
+		expired = timer.C
 	}
-	_ = st.SetWriteDeadline(writeDeadline)
-
-	var in envelope
-	err = writeFrame(st, &envelope{Kind: kind, TimeoutNanos: int64(time.Until(deadline)), Body: req}, t.opts.MaxFrameSize)
-	refused := errors.Is(err, ErrFrameTooLarge) // refused before writing a byte
-	if err == nil {
-		sent = true
-		err = readFrame(st, t.opts.MaxFrameSize, nil, &in)
-	}
-	cancelled := !stop()
-
-	switch {
-	case (err == nil || refused) && !cancelled:
-		_ = st.SetDeadline(time.Time{})
-		if !p.putIdle(st, s, t.opts.MaxIdle) {
-			_ = st.Close()
+	var err error
+	select {
+	case err = <-w.done:
+		body := w.body
+		putWaiter(w)
+		if err != nil {
+			var re *RemoteError
+			if !errors.As(err, &re) {
+				err = t.callError(ctx, addr, kind, err)
+			}
+			return nil, err
 		}
-	case err != nil && !sent && !refused:
-		// Writing failed: the connection is broken (or the stream timed
-		// out before any byte left); don't let other callers find it.
-		_ = st.Close()
-		if !isTimeout(err) {
-			_ = st.Session().Close()
-		}
-	default:
-		// The stream may hold half a frame or a late response: never reuse it.
-		_ = st.Close()
-		if err != nil && isProtocolError(err) {
-			t.logger.Warn("transport: malformed response, closing connection", "peer", p.addr, "error", err)
-			_ = st.Session().Close()
-		}
+		return body, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-expired:
+		err = context.DeadlineExceeded
+	case <-t.done:
+		err = ErrClosed
 	}
-	if refused {
-		return nil, false, fmt.Errorf("transport: call %s kind %d: request %w", p.addr, kind, err)
+	if l.take(id) == nil {
+		<-w.done // answered meanwhile: drain before the waiter is reused
 	}
-	if err != nil {
-		return nil, sent, err
-	}
-
-	switch in.Status {
-	case statusOK:
-		return in.Body, true, nil
-	case statusError:
-		return nil, true, &RemoteError{Msg: in.Err}
-	case statusUnknownKind:
-		return nil, true, &RemoteError{Msg: in.Err, unknownKind: true}
-	default:
-		_ = st.Session().Close()
-		return nil, true, fmt.Errorf("%w: response status %d", errMalformedFrame, in.Status)
-	}
+	putWaiter(w)
+	return nil, t.callError(ctx, addr, kind, err)
 }
 
 // callError gives a failed call's error its context: ctx's own error when
@@ -183,63 +149,54 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// serveRequests answers request frames on st one at a time until the peer
-// closes the stream. Between requests the stream may sit idle without a
-// deadline (the caller keeps it for reuse); once a frame has begun it must
-// arrive within ReadTimeout.
-func (t *Transport) serveRequests(sess *yamux.Session, st *yamux.Stream, from string) {
-	defer func() { _ = st.Close() }()
-	startDeadline := func() error { return st.SetReadDeadline(time.Now().Add(t.opts.ReadTimeout)) }
-	for {
-		var req envelope
-		err := readFrame(st, t.opts.MaxFrameSize, startDeadline, &req)
-		if err != nil {
-			switch {
-			case errors.Is(err, io.EOF), t.isClosed():
-			case isProtocolError(err):
-				// Garbage from the peer: drop its whole connection.
-				t.logger.Warn("transport: malformed request, closing connection", "peer", from, "error", err)
-				_ = sess.Close()
-			default:
-				t.logger.Debug("transport: request stream failed", "peer", from, "error", err)
-			}
-			return
-		}
-		_ = st.SetReadDeadline(time.Time{})
-
-		resp := t.dispatch(&req, from)
-		_ = st.SetWriteDeadline(time.Now().Add(t.opts.WriteTimeout))
-		err = writeFrame(st, &resp, t.opts.MaxFrameSize)
-		if errors.Is(err, ErrFrameTooLarge) {
-			// Nothing was written: tell the caller instead of hanging it up.
-			resp = envelope{Status: statusError, Err: fmt.Sprintf("response to kind %d: %v", req.Kind, err)}
-			err = writeFrame(st, &resp, t.opts.MaxFrameSize)
-		}
-		if err != nil {
-			t.logger.Debug("transport: write response failed", "peer", from, "error", err)
-			return
-		}
+// serveCallFrame starts the handler of a request that arrived on l; the handler's goroutine
+// answers on l. It returns an error only for a frame that breaks the protocol.
+func (t *Transport) serveCallFrame(l *link, h frameHeader, body []byte) error {
+	if len(body) > t.opts.MaxFrameSize {
+		return fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, len(body), t.opts.MaxFrameSize)
 	}
+	t.handlersMu.RLock()
+	handler := t.handlers[h.kind]
+	t.handlersMu.RUnlock()
+	switch {
+	case handler == nil:
+		l.answerCall(h.id, statusUnknownKind, []byte(fmt.Sprintf("no handler for request kind %d", h.kind)), t.opts.MaxFrameSize)
+		return nil
+	case h.aux == 0 || h.aux > uint64(1<<62):
+		l.answerCall(h.id, statusError, []byte("caller's deadline passed before the request arrived"), t.opts.MaxFrameSize)
+		return nil
+	case l.handlers.Add(1) > maxHandlersPerLink:
+		l.handlers.Add(-1)
+		l.answerCall(h.id, statusError, []byte("too many requests in flight from this peer"), t.opts.MaxFrameSize)
+		return nil
+	}
+	started := t.goTracked("request handler", nil, func() {
+		defer l.handlers.Add(-1)
+		ctx, cancel := context.WithTimeout(t.baseCtx, time.Duration(h.aux))
+		defer cancel()
+		resp, err := t.runHandler(ctx, handler, h.kind, l.peer, body)
+		if err != nil {
+			l.answerCall(h.id, statusError, []byte(err.Error()), t.opts.MaxFrameSize)
+			return
+		}
+		l.answerCall(h.id, statusOK, resp, t.opts.MaxFrameSize)
+	})
+	if !started {
+		l.handlers.Add(-1)
+	}
+	return nil
 }
 
-// dispatch runs the handler for req and builds the response envelope.
-func (t *Transport) dispatch(req *envelope, from string) envelope {
-	t.handlersMu.RLock()
-	h := t.handlers[req.Kind]
-	t.handlersMu.RUnlock()
-	if h == nil {
-		return envelope{Status: statusUnknownKind, Err: fmt.Sprintf("no handler for request kind %d", req.Kind)}
+// answerCall sends the answer to request id.
+func (l *link) answerCall(id uint64, status uint8, body []byte, maxSize int) {
+	if len(body) > maxSize {
+		status, body = statusError, []byte(fmt.Sprintf("response of %d bytes: %v, limit %d", len(body), ErrFrameTooLarge, maxSize))
 	}
-	if req.TimeoutNanos <= 0 {
-		return envelope{Status: statusError, Err: "caller's deadline passed before the request arrived"}
-	}
-	ctx, cancel := context.WithTimeout(t.baseCtx, time.Duration(req.TimeoutNanos))
-	defer cancel()
-	body, err := t.runHandler(ctx, h, req.Kind, from, req.Body)
-	if err != nil {
-		return envelope{Status: statusError, Err: err.Error()}
-	}
-	return envelope{Status: statusOK, Body: body}
+	buf := getLinkBuf()
+	b := appendFrameHeader(*buf, frameHeader{typ: frameCallResp, kind: status, id: id})
+	*buf = finishFrame(append(b, body...))
+	_ = l.send(*buf, true)
+	putLinkBuf(buf)
 }
 
 // runHandler calls h, turning a panic into an error response: one bad

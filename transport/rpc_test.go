@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const kindEcho, kindFail, kindBlock, kindBig, kindPanic uint8 = 1, 2, 3, 4, 5
+const kindEcho, kindFail, kindBlock, kindBig, kindPanic, kindSlow uint8 = 1, 2, 3, 4, 5, 6
 
 // pairWithHandlers starts two transports whose second serves the test kinds.
 func pairWithHandlers(t *testing.T, opts NetworkOptions) (client, server *Transport) {
@@ -51,9 +51,9 @@ func TestCallRoundTrip(t *testing.T) {
 			t.Fatalf("Call = %q, %v; want %q", resp, err, req)
 		}
 	}
-	// Sequential calls reuse one idle stream over one connection.
-	if n := a.peer(b.Addr()).dials.Load(); n != 1 {
-		t.Errorf("sequential calls dialled %d sessions, want 1", n)
+	// Calls take turns on the MaxConns links, dialled once.
+	if n := a.linkDials(b.Addr()); n != 2 {
+		t.Errorf("sequential calls dialled %d links, want MaxConns (2)", n)
 	}
 	resp, err := b.Call(context.Background(), a.Addr(), kindEcho, []byte("x"))
 	if err != nil || string(resp) != "a:x" {
@@ -99,15 +99,8 @@ func TestCallConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 	for _, addr := range []string{b.Addr(), c.Addr()} {
-		p := a.peer(addr)
-		if n := p.dials.Load(); n > int64(opts.MaxConns) {
-			t.Errorf("dialled %d sessions to %s, MaxConns %d", n, addr, opts.MaxConns)
-		}
-		p.mu.Lock()
-		idle := len(p.idle)
-		p.mu.Unlock()
-		if idle > opts.MaxIdle {
-			t.Errorf("%d idle streams kept, MaxIdle %d", idle, opts.MaxIdle)
+		if n := a.linkDials(addr); n > int64(opts.MaxConns) {
+			t.Errorf("dialled %d links to %s, MaxConns %d", n, addr, opts.MaxConns)
 		}
 	}
 }
@@ -211,8 +204,8 @@ func TestCallRemoteErrors(t *testing.T) {
 	if _, err := a.Call(context.Background(), b.Addr(), kindEcho, []byte("still")); err != nil {
 		t.Fatalf("Call after errors: %v", err)
 	}
-	if n := a.peer(b.Addr()).dials.Load(); n != 1 {
-		t.Errorf("error responses caused %d dials, want 1", n)
+	if n := a.linkDials(b.Addr()); n > 2 {
+		t.Errorf("error responses caused %d dials, want at most MaxConns (2)", n)
 	}
 }
 
@@ -327,9 +320,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 	})
 }
 
-// BenchmarkCallRoundTripManyCallers runs twice as many callers as the
-// default MaxIdle, so streams are opened and closed all the time, the load
-// at which a second connection pays off.
+// BenchmarkCallRoundTripManyCallers runs 32 callers at once over the links.
 func BenchmarkCallRoundTripManyCallers(b *testing.B) {
 	a, _ := newTestTransport(b, DefaultNetworkOptions())
 	s, _ := newTestTransport(b, DefaultNetworkOptions())
@@ -340,7 +331,7 @@ func BenchmarkCallRoundTripManyCallers(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	b.SetParallelism(max(1, 2*defaultMaxIdle/runtime.GOMAXPROCS(0)))
+	b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -351,5 +342,5 @@ func BenchmarkCallRoundTripManyCallers(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(a.peer(s.Addr()).dials.Load()), "dials")
+	b.ReportMetric(float64(a.linkDials(s.Addr())), "dials")
 }

@@ -8,12 +8,8 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // Connection-type bytes: the first byte of every TCP connection. Printable
@@ -21,7 +17,8 @@ import (
 // byte of a stray client speaking another protocol.
 const (
 	connTypeGossip byte = 'G' // the rest is a memberlist stream
-	connTypeMux    byte = 'M' // advertised address, then a yamux session
+	connTypeLink   byte = 'L' // advertised address, then frames (see link.go)
+	connTypeSnap   byte = 'S' // advertised address, then one InstallSnapshot and its answer
 )
 
 // After the connection-type byte (and, with a ClusterKey, the key
@@ -29,30 +26,10 @@ const (
 // address: one length byte, then the address. The accepting side uses it
 // for logs and to ask the Faults hook about the link.
 
-// Stream-kind bytes: the first byte of every yamux stream.
-const (
-	streamRaft    byte = 'R' // big-endian uint32 group, then raft's protocol
-	streamRequest byte = 'Q' // request/response frames, see Call
-)
-
 const (
 	// maxAdvertiseLen bounds the address a dialer names in the mux
 	// handshake; it is sent with a one-byte length.
 	maxAdvertiseLen = 255
-
-	// yamuxAcceptBacklog is how many streams a session may have opened but
-	// not yet accepted. Every Raft group opens its own streams to a peer,
-	// so this must cover bursts from many groups at once (after a restart,
-	// say); a full backlog makes yamux reset new streams.
-	yamuxAcceptBacklog = 2048
-
-	// yamuxKeepAlive is the ping interval on idle sessions, so a peer that
-	// vanished without a FIN is noticed and redialled.
-	yamuxKeepAlive = 15 * time.Second
-
-	// yamuxStreamCloseTimeout bounds how long a half-closed stream waits for
-	// the peer's FIN before it is reset and its memory released.
-	yamuxStreamCloseTimeout = time.Minute
 
 	// udpRecvBufSize is the UDP socket receive buffer asked for, so a burst
 	// of gossip is not dropped by the kernel while memberlist catches up.
@@ -69,13 +46,13 @@ const (
 // Transport is a node's single network endpoint. It is safe for concurrent
 // use. Create it with Listen; Close releases everything it holds.
 //
-// Locks: mu, peersMu, groupsMu, handlersMu, gossipMu, auth.mu and each peer's mu are
-// independent; no code path holds two of them at once.
+// Locks: mu, peersMu, groupsMu, handlersMu, gossipMu, auth.mu, each link's mu and each
+// pipeline's mu are independent, except that a pipeline's mu is held while taking its link's
+// mu; no other code path holds two of them at once.
 type Transport struct {
 	opts      NetworkOptions
 	advertise string // host:port peers dial; what Addr reports
 	logger    *slog.Logger
-	yamuxConf *yamux.Config
 
 	tcpLn   *net.TCPListener
 	udpConn *net.UDPConn
@@ -97,14 +74,16 @@ type Transport struct {
 	conns   map[*trackedConn]struct{} // every open TCP connection, both directions
 	inbound int                       // inbound connections in conns, for MaxInbound
 
-	// peersMu protects the peers map (each peer guards its own state).
+	// peersMu protects links.
 	peersMu sync.Mutex
-	peers   map[string]*peer
+	// links holds the links this node dialled, by peer address; guarded by peersMu.
+	links map[string]*linkSet
 
-	// groupsMu protects groups and unknownGroup.
+	// groupsMu protects groups, unknownGroup and creating.
 	groupsMu     sync.RWMutex
-	groups       map[uint32]*raftLayer
+	groups       map[uint32]*RaftTransport
 	unknownGroup func(group uint32) bool
+	creating     map[uint32]bool // groups whose unknown-group handler is running
 
 	// handlersMu protects handlers.
 	handlersMu sync.RWMutex
@@ -118,13 +97,9 @@ type Transport struct {
 	// connections does not grow with the number of Raft groups.
 	acceptedMux atomic.Int64
 	dialedMux   atomic.Int64
-	// idleSweeps counts the runs of the idle-session sweep, so tests can
+	// idleSweeps counts the runs of the idle-link sweep, so tests can
 	// wait for sweeps instead of sleeping.
 	idleSweeps atomic.Int64
-
-	// sessionBusyStreams is sessionBusyStreams; tests lower it to open
-	// several sessions with few calls. Set before the first call.
-	sessionBusyStreams int
 
 	// delayedPackets counts outbound gossip packets held back by a Faults
 	// delay, bounded by maxDelayedPackets.
@@ -184,17 +159,15 @@ func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transp
 		baseCtx:    ctx,
 		cancelBase: cancel,
 		conns:      make(map[*trackedConn]struct{}),
-		peers:      make(map[string]*peer),
-		groups:     make(map[uint32]*raftLayer),
+		links:      make(map[string]*linkSet),
+		groups:     make(map[uint32]*RaftTransport),
+		creating:   make(map[uint32]bool),
 		handlers:   make(map[uint8]Handler),
 		authKey:    deriveAuthKey(opts.ClusterKey),
-
-		sessionBusyStreams: sessionBusyStreams,
 	}
-	t.yamuxConf = t.newYamuxConfig()
 	t.goTracked("tcp accept loop", nil, t.acceptLoop)
 	t.goTracked("udp read loop", nil, t.udpLoop)
-	t.goTracked("idle session sweep", nil, t.sweepIdleSessions)
+	t.goTracked("idle link sweep", nil, t.sweepIdleLinks)
 	logger.Debug("transport listening", "bind", tcpLn.Addr().String(), "advertise", advertise)
 	return t, nil
 }
@@ -237,22 +210,6 @@ func setUDPRecvBuf(c *net.UDPConn) {
 			return
 		}
 	}
-}
-
-// newYamuxConfig derives the session configuration from the options.
-func (t *Transport) newYamuxConfig() *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.AcceptBacklog = yamuxAcceptBacklog
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = yamuxKeepAlive
-	c.ConnectionWriteTimeout = t.opts.WriteTimeout
-	// yamux closes the whole session when a stream open is not acknowledged
-	// in time; give the peer a read and a write timeout's worth.
-	c.StreamOpenTimeout = t.opts.ReadTimeout + t.opts.WriteTimeout
-	c.StreamCloseTimeout = yamuxStreamCloseTimeout
-	c.LogOutput = nil
-	c.Logger = yamuxLogger{t.logger.With("component", "yamux")}
-	return c
 }
 
 // Addr returns the address peers use to reach this node (host:port).
@@ -368,21 +325,4 @@ func (t *Transport) track(conn net.Conn, inbound bool) (*trackedConn, error) {
 	}
 	t.mu.Unlock()
 	return c, nil
-}
-
-// yamuxLogger routes yamux's printf-style logs to slog: its [ERR] and [WARN]
-// lines as warnings (a session failed; the transport recovers by
-// redialling), everything else as debug.
-type yamuxLogger struct{ l *slog.Logger }
-
-func (y yamuxLogger) Print(v ...any)                 { y.log(fmt.Sprint(v...)) }
-func (y yamuxLogger) Printf(format string, v ...any) { y.log(fmt.Sprintf(format, v...)) }
-func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprintln(v...)) }
-
-func (y yamuxLogger) log(msg string) {
-	level := slog.LevelDebug
-	if strings.HasPrefix(msg, "[ERR]") || strings.HasPrefix(msg, "[WARN]") {
-		level = slog.LevelWarn
-	}
-	y.l.Log(context.Background(), level, strings.TrimSpace(msg))
 }
