@@ -111,3 +111,9 @@ func ReadStats(kv *GridKV) raftgroup.ReadStats {
 	}
 	return sum
 }
+
+// LeadsKey reports whether kv's replica of key's partition is that partition's leader.
+func LeadsKey(kv *GridKV, key string) bool {
+	g := kv.groups.Group(ring.PartitionOf(key, kv.cfg.partitions))
+	return g != nil && g.IsLeader()
+}
