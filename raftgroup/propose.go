@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"
@@ -29,11 +30,18 @@ type WriteLevel struct {
 	Replicas int // AckApplied only
 }
 
+// proposal is one command on its way through the log. Proposals are pooled: a write costs
+// no allocation of its own. Two holders share one: the proposer, until Propose returns, and
+// the pipeline (batcher, resolver, the goroutine of an AckApplied wait), until it has
+// answered. Each lets go with release; the last one returns it to the pool. A proposal
+// whose batch is watched by the append notifier is never let go by the pipeline (the
+// notifier's callback may run at any time), so it is left to the garbage collector.
 type proposal struct {
-	cmd   store.Command
-	level WriteLevel
-	once  sync.Once
-	done  chan proposalResult // buffered 1; receives exactly one result
+	cmd      store.Command
+	level    WriteLevel
+	finished atomic.Bool         // set by the first finish: exactly one result is sent
+	refs     atomic.Int32        // holders left; see above
+	done     chan proposalResult // buffered 1; receives exactly one result
 }
 
 type proposalResult struct {
@@ -41,16 +49,48 @@ type proposalResult struct {
 	err error
 }
 
-func (p *proposal) finish(res store.Result, err error) {
-	p.once.Do(func() { p.done <- proposalResult{res: res, err: err} })
+var proposalPool = sync.Pool{New: func() any { return &proposal{done: make(chan proposalResult, 1)} }}
+
+// newProposal returns a proposal held by the proposer and the pipeline.
+func newProposal(cmd store.Command, level WriteLevel) *proposal {
+	p := proposalPool.Get().(*proposal)
+	p.cmd, p.level = cmd, level
+	p.refs.Store(2)
+	return p
 }
+
+func (p *proposal) finish(res store.Result, err error) {
+	if p.finished.CompareAndSwap(false, true) {
+		p.done <- proposalResult{res: res, err: err}
+	}
+}
+
+// release lets go of one holder's share. The last holder takes out a result nobody
+// received (its proposer gave up) and returns the proposal to the pool: no finish can
+// follow, since only the pipeline finishes and it has let go.
+func (p *proposal) release() {
+	if p.refs.Add(-1) != 0 {
+		return
+	}
+	select {
+	case <-p.done:
+	default:
+	}
+	p.cmd = store.Command{} // the caller's key and value must not stay reachable
+	p.finished.Store(false)
+	proposalPool.Put(p)
+}
+
+// batchPool holds the slices batches of proposals are gathered in (*[]*proposal).
+var batchPool = sync.Pool{New: func() any { return new([]*proposal) }}
 
 // submitted is a batch handed to raft, waiting for its future.
 type submitted struct {
 	future raft.ApplyFuture
 	data   []byte
 	batch  []*proposal
-	watch  bool // registered with the append notifier
+	buf    *[]*proposal // batch's slice, from batchPool
+	watch  bool         // registered with the append notifier
 }
 
 // Propose replicates cmd through the group's log and returns its result. It fails at once
@@ -60,14 +100,19 @@ func (g *Group) Propose(ctx context.Context, cmd store.Command, level WriteLevel
 	if g.raft.State() != raft.Leader {
 		return store.Result{}, g.notLeader()
 	}
-	p := &proposal{cmd: cmd, level: level, done: make(chan proposalResult, 1)}
+	p := newProposal(cmd, level)
 	select {
 	case g.proposal <- p:
 	case <-ctx.Done():
+		p.refs.Store(1) // the pipeline never had it
+		p.release()
 		return store.Result{}, ctx.Err()
 	case <-g.done:
+		p.refs.Store(1)
+		p.release()
 		return store.Result{}, ErrClosed
 	}
+	defer p.release()
 	select {
 	case r := <-p.done:
 		return r.res, r.err
@@ -85,6 +130,7 @@ func (g *Group) batchLoop() {
 	defer g.wg.Done()
 	maxBatch := g.m.cfg.Tuning.MaxBatch
 	maxBytes := g.m.cfg.Tuning.MaxBatchBytes
+	var cmds []store.Command
 	for {
 		var first *proposal
 		select {
@@ -97,10 +143,12 @@ func (g *Group) batchLoop() {
 		case g.inflight <- struct{}{}:
 		case <-g.done:
 			first.finish(store.Result{}, ErrClosed)
+			first.release()
 			g.failQueued()
 			return
 		}
-		batch := []*proposal{first}
+		buf := batchPool.Get().(*[]*proposal)
+		batch := append((*buf)[:0], first)
 		size := len(first.cmd.Key) + len(first.cmd.Value)
 	gather:
 		for len(batch) < maxBatch && size < maxBytes {
@@ -112,22 +160,27 @@ func (g *Group) batchLoop() {
 				break gather
 			}
 		}
-		g.submit(batch)
+		*buf = batch
+		cmds = g.submit(buf, cmds)
 	}
 }
 
-func (g *Group) submit(batch []*proposal) {
+// submit hands batch to raft as one log entry. cmds is scratch space for the commands,
+// returned for the next call: they are encoded into the entry before submit returns.
+func (g *Group) submit(buf *[]*proposal, cmds []store.Command) []store.Command {
+	batch := *buf
 	g.entries.Add(1)
 	g.commands.Add(uint64(len(batch)))
-	cmds := make([]store.Command, len(batch))
+	cmds = cmds[:0]
 	watch := false
-	for i, p := range batch {
-		cmds[i] = p.cmd
+	for _, p := range batch {
+		cmds = append(cmds, p.cmd)
 		if p.level.Ack == AckAppend && p.cmd.Op != store.OpCAS {
 			watch = true
 		}
 	}
 	data := store.AppendBatch(nil, cmds) // sized exactly: the log keeps this buffer
+	clear(cmds)                          // keys and values belong to the proposers
 	if watch {
 		g.logs.watch(data, func(index uint64) {
 			for i, p := range batch {
@@ -138,7 +191,8 @@ func (g *Group) submit(batch []*proposal) {
 		})
 	}
 	f := g.raft.Apply(data, g.m.cfg.Tuning.ApplyTimeout)
-	g.resolve <- submitted{future: f, data: data, batch: batch, watch: watch}
+	g.resolve <- submitted{future: f, data: data, batch: batch, buf: buf, watch: watch}
+	return cmds
 }
 
 // resolveLoop waits for submitted batches in log order and hands each proposal its result.
@@ -148,6 +202,7 @@ func (g *Group) resolveLoop() {
 		select {
 		case s := <-g.resolve:
 			g.resolveBatch(s)
+			g.letGo(s)
 			<-g.inflight
 		case <-g.done:
 			for {
@@ -156,6 +211,7 @@ func (g *Group) resolveLoop() {
 					for _, p := range s.batch {
 						p.finish(store.Result{}, ErrClosed)
 					}
+					g.letGo(s)
 				default:
 					return
 				}
@@ -199,15 +255,31 @@ func (g *Group) resolveBatch(s submitted) {
 	for i, p := range s.batch {
 		res := results[i]
 		if p.level.Ack == AckApplied && p.level.Replicas > 1 {
+			p.refs.Add(1) // the goroutine's share: letGo drops the batch's
 			g.wg.Add(1)
 			go func() {
 				defer g.wg.Done()
 				p.finish(res, g.waitReplicasApplied(index, p.level.Replicas))
+				p.release()
 			}()
 			continue
 		}
 		p.finish(res, nil)
 	}
+}
+
+// letGo ends the pipeline's hold on a resolved batch: every proposal in it has its result
+// (or a goroutine that will send it holds its own share). A watched batch is kept from the
+// pools: the append notifier's callback may still run with it.
+func (g *Group) letGo(s submitted) {
+	if s.watch {
+		return
+	}
+	for i, p := range s.batch {
+		p.release()
+		s.batch[i] = nil
+	}
+	batchPool.Put(s.buf)
 }
 
 // Batching returns how many log entries this replica proposed as leader and how many commands
@@ -222,6 +294,7 @@ func (g *Group) failQueued() {
 		select {
 		case p := <-g.proposal:
 			p.finish(store.Result{}, ErrClosed)
+			p.release()
 		default:
 			return
 		}
