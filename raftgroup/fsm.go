@@ -49,13 +49,18 @@ type fsm struct {
 	// highWater.
 	highWater atomic.Uint64
 
-	mu       sync.Mutex    // guards applied, logger, stop, stopping, unlogged, guard
-	applied  chan struct{} // closed (and replaced) after every apply: wakes waiters
+	mu       sync.Mutex    // guards applied, awaited, logger, stop, stopping, unlogged, guard
+	applied  chan struct{} // closed (and replaced) after an apply when awaited: wakes waiters
+	awaited  bool          // applied was handed to a waiter since it was made
 	logger   *slog.Logger  // nil until setFailStop
 	stop     func()        // shuts the replica's Raft instance down; nil until setFailStop
 	stopping bool          // stop has been started, or waitStopped was called: start none
 	unlogged []any         // a failure's log attributes, kept when it came before the logger
 	guard    restoreGuard  // nil: every snapshot is restored
+
+	// out is ApplyBatch's answer, reused: raft's apply loop, its only caller, copies the
+	// answers out before the next call.
+	out []interface{}
 
 	// stopped counts the goroutine running stop; waitStopped waits for it. Added to only
 	// under mu while stopping is false.
@@ -107,18 +112,33 @@ func (f *fsm) setFailStop(logger *slog.Logger, stop func()) {
 const failureMessage = "raftgroup: state machine panicked; stopping this replica"
 
 func (f *fsm) Apply(l *raft.Log) interface{} {
-	return f.ApplyBatch([]*raft.Log{l})[0]
+	out := make([]interface{}, 1)
+	f.apply([]*raft.Log{l}, out)
+	return out[0]
 }
 
 // ApplyBatch applies committed entries in order. A command entry yields []store.Result, one
 // per command; an entry that does not decode yields its error (it changed nothing, on every
 // replica alike). Configuration entries only advance the applied index. After a panic the
 // entries not yet applied, and every later one, yield errStateMachineFailed.
-func (f *fsm) ApplyBatch(logs []*raft.Log) (out []interface{}) {
-	out = make([]interface{}, len(logs))
+//
+// The slice returned is valid until the next call: raft's apply loop, the only caller, hands
+// each answer to its future before it applies more.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	if cap(f.out) < len(logs) {
+		f.out = make([]interface{}, len(logs))
+	}
+	out := f.out[:len(logs)]
+	clear(out)
+	f.apply(logs, out)
+	return out
+}
+
+// apply applies logs, writing the answer to logs[i] into out[i].
+func (f *fsm) apply(logs []*raft.Log, out []interface{}) {
 	if f.failed.Load() {
 		fillFailed(out)
-		return out
+		return
 	}
 	i := 0
 	defer func() {
@@ -146,7 +166,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) (out []interface{}) {
 			out[i] = res
 		}
 	}
-	return out
 }
 
 func fillFailed(out []interface{}) {
@@ -220,10 +239,15 @@ func (f *fsm) raiseFloor(applied uint64) {
 	}
 }
 
+// wake wakes the waiters of waitApplied, if any took the channel: with none, the apply
+// costs no new channel.
 func (f *fsm) wake() {
 	f.mu.Lock()
-	close(f.applied)
-	f.applied = make(chan struct{})
+	if f.awaited {
+		close(f.applied)
+		f.applied = make(chan struct{})
+		f.awaited = false
+	}
 	f.mu.Unlock()
 }
 
@@ -233,7 +257,9 @@ func (f *fsm) waitApplied(ctx context.Context, done <-chan struct{}, index uint6
 	for {
 		f.mu.Lock()
 		ch := f.applied
+		f.awaited = true
 		f.mu.Unlock()
+		// Read after taking ch: an apply that raises the index later closes ch.
 		if f.part.AppliedIndex() >= index {
 			return nil
 		}

@@ -23,6 +23,12 @@ type appendNotifier struct {
 
 	mu      sync.Mutex                   // guards waiting
 	waiting map[*byte]func(index uint64) // batch data -> callback run once appended
+
+	// keptMu guards kept, the list of copies StoreLogs hands the inner store, reused: the
+	// stores keep the entries, not the list. Raft stores from one goroutine; the lock is
+	// for the rare other caller.
+	keptMu sync.Mutex
+	kept   []*raft.Log
 }
 
 func newAppendNotifier(inner raft.LogStore) *appendNotifier {
@@ -60,16 +66,23 @@ func (a *appendNotifier) StoreLogs(logs []*raft.Log) error {
 	// One allocation for the copies: entries are stored and compacted in index order, so a
 	// block is freed soon after its last entry.
 	copies := make([]raft.Log, len(logs))
-	kept := make([]*raft.Log, len(logs))
+	a.keptMu.Lock()
+	kept := a.kept[:0]
 	for i, l := range logs {
 		copies[i] = *l
 		if spare := cap(l.Data) - len(l.Data); spare > len(l.Data)/8 {
 			// The proposer's buffer was sized before encoding; keep only what the entry uses.
 			copies[i].Data = bytes.Clone(l.Data)
 		}
-		kept[i] = &copies[i]
+		kept = append(kept, &copies[i])
 	}
-	if err := a.LogStore.StoreLogs(kept); err != nil {
+	err := a.LogStore.StoreLogs(kept)
+	clear(kept)
+	if cap(kept) <= 1024 {
+		a.kept = kept[:0]
+	}
+	a.keptMu.Unlock()
+	if err != nil {
 		return err
 	}
 	a.mu.Lock()

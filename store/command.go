@@ -202,12 +202,13 @@ func AppendBatch(dst []byte, cmds []Command) []byte {
 // append cannot overwrite data): copy it to keep it past data's lifetime.
 // ApplyBatch copies values in, so decoding a log entry and applying it
 // costs one allocation per key and none per value.
-func DecodeBatch(data []byte) ([]Command, error) { return decodeBatch(data, false) }
+func DecodeBatch(data []byte) ([]Command, error) { return decodeBatch(nil, data, false) }
 
-// decodeBatch is DecodeBatch; with aliasKeys, each command's Key shares
-// data's bytes instead of being copied, for callers that neither retain the
-// keys nor let data change while they use them.
-func decodeBatch(data []byte, aliasKeys bool) ([]Command, error) {
+// decodeBatch is DecodeBatch, appending to dst[:0] when it has room for
+// every command; with aliasKeys, each command's Key shares data's bytes
+// instead of being copied, for callers that neither retain the keys nor let
+// data change while they use them.
+func decodeBatch(dst []Command, data []byte, aliasKeys bool) ([]Command, error) {
 	// First pass: check the framing and count, so the result is allocated
 	// once, at its exact size, and a huge count is refused before any
 	// allocation.
@@ -238,7 +239,10 @@ func decodeBatch(data []byte, aliasKeys bool) ([]Command, error) {
 
 	// Second pass: the framing is known good, so only the commands'
 	// contents can fail.
-	cmds := make([]Command, 0, count)
+	cmds := dst[:0]
+	if cap(cmds) < count {
+		cmds = make([]Command, 0, count)
+	}
 	for b := data; len(b) > 0; {
 		num, typ, n, _ := consumeTag(b)
 		b = b[n:]

@@ -179,6 +179,9 @@ type Partition struct {
 	// pending is the apply goroutine's scratch list of the changes of the
 	// batch in progress, published under mu at the end of the batch.
 	pending []pendingChange
+	// decoded is the apply goroutine's scratch list of the commands of the
+	// entry in progress (ApplyEntry).
+	decoded []Command
 
 	// closeMu protects closed against concurrent change, and serialises
 	// Close with the points where an apply or a restore publishes its
@@ -225,6 +228,9 @@ func NewPartition(opts StorageOptions, acct *Accountant) *Partition {
 // A command that fails Command.Validate, or that sits beyond position
 // MaxBatch-1, is skipped with an error result; DecodeBatch never produces
 // one, so this only guards direct callers.
+//
+// ApplyBatch and ApplyEntry are called by one goroutine at a time (Raft's
+// apply loop): they share scratch space.
 func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 	results := make([]Result, len(cmds))
 	if p.closed.Load() {
@@ -380,12 +386,18 @@ func (p *Partition) publish(dBytes, dCount int64) {
 func (p *Partition) ApplyEntry(index uint64, data []byte) ([]Result, error) {
 	// Keys may alias data: ApplyBatch copies each key into its record and
 	// keeps none of the commands.
-	cmds, err := decodeBatch(data, true)
+	cmds, err := decodeBatch(p.decoded, data, true)
 	if err != nil {
+		clear(p.decoded[:cap(p.decoded)])
 		p.MarkApplied(index)
 		return nil, err
 	}
-	return p.ApplyBatch(index, cmds), nil
+	results := p.ApplyBatch(index, cmds)
+	clear(cmds) // they alias data, which must not stay reachable from here
+	if cap(cmds) <= 4096 {
+		p.decoded = cmds[:0]
+	}
+	return results, nil
 }
 
 // MarkApplied records index as applied without changing any key, for log
