@@ -81,13 +81,41 @@ type forwarder struct {
 // forwardedOp is one operation waiting for its batch's answer. Its request is encoded by its
 // caller before it is queued: the request's value belongs to the caller again once the call
 // returns, which may be while the batch is still on the wire.
+//
+// Operations are pooled. Two holders share one: the caller, until Forward returns, and the
+// forwarder, until it has answered it or dropped it abandoned from the queue. Each lets go
+// with release; the last one returns it to the pool.
 type forwardedOp struct {
 	msg       []byte // the encoded opRequest
 	partition int
 	read      bool
 	deadline  time.Time // zero: none
 	state     atomic.Int32
+	refs      atomic.Int32       // holders left; see above
 	done      chan forwardResult // buffered 1
+	// msgFree is set by the sender once msg is no one else's: copied into a batch, or
+	// carried alone by a call the peer answered. A call that failed may leave the
+	// transport holding it, so such a buffer is never reused.
+	msgFree bool
+}
+
+var forwardedOpPool = sync.Pool{New: func() any { return &forwardedOp{done: make(chan forwardResult, 1)} }}
+
+// release lets go of one holder's share of op; see forwardedOp.
+func (op *forwardedOp) release() {
+	if op.refs.Add(-1) != 0 {
+		return
+	}
+	select {
+	case <-op.done: // an answer its caller gave up on
+	default:
+	}
+	if !op.msgFree || cap(op.msg) > 4096 {
+		op.msg = nil
+	}
+	op.msg, op.msgFree = op.msg[:0], false
+	op.state.Store(opQueued)
+	forwardedOpPool.Put(op)
 }
 
 // forwardedOp states: queued ops are either sent or abandoned by their caller, not both.
@@ -107,16 +135,20 @@ type forwardResult struct {
 // raftgroup.Retryable accepts means the operation did not run and may be sent again; a write
 // that may have run fails with raftgroup.ErrOutcomeUnknown.
 func (c *Client) Forward(ctx context.Context, addr string, req *OpRequest) (store.Result, error) {
-	op := &forwardedOp{partition: req.Partition, read: req.Op == OpGet, done: make(chan forwardResult, 1)}
+	op := forwardedOpPool.Get().(*forwardedOp)
+	op.partition, op.read = req.Partition, req.Op == OpGet
+	op.refs.Store(2)
 	op.deadline, _ = ctx.Deadline()
 	req.TimeoutMS = 0
 	if !op.deadline.IsZero() {
 		req.TimeoutMS = max(time.Until(op.deadline).Milliseconds(), 1)
 	}
-	op.msg = encodeOpRequest(req)
+	op.msg = appendOpRequest(op.msg[:0], req)
 	for {
 		f := c.forwarder(addr)
 		if f == nil {
+			op.refs.Store(1) // no forwarder ever had it
+			op.release()
 			return store.Result{}, ErrClosed
 		}
 		if f.enqueue(op) {
@@ -124,6 +156,7 @@ func (c *Client) Forward(ctx context.Context, addr string, req *OpRequest) (stor
 		}
 		// Retired by a prune between the lookup and the enqueue; the map has a fresh one.
 	}
+	defer op.release()
 	select {
 	case r := <-op.done:
 		return r.res, r.err
@@ -184,6 +217,7 @@ func (c *Client) Close() {
 		f.mu.Unlock()
 		for _, op := range queued {
 			op.done <- forwardResult{err: ErrClosed}
+			op.release()
 		}
 	}
 	c.cancel()
@@ -211,18 +245,20 @@ func (f *forwarder) enqueue(op *forwardedOp) bool {
 // sendLoop sends batches until the queue is empty.
 func (f *forwarder) sendLoop() {
 	defer f.c.wg.Done()
+	var batch []*forwardedOp // reused: send keeps none of it
 	for {
-		batch := f.take()
-		if batch == nil {
+		if batch = f.take(batch[:0]); batch == nil {
 			return
 		}
 		f.send(batch)
+		clear(batch)
 	}
 }
 
-// take removes the next batch from the queue, keeping only operations whose callers still
-// wait. It returns nil, and retires the sender, when there is nothing to send.
-func (f *forwarder) take() []*forwardedOp {
+// take removes the next batch from the queue, appended to batch, keeping only operations
+// whose callers still wait. It returns nil, and retires the sender, when there is nothing to
+// send.
+func (f *forwarder) take(batch []*forwardedOp) []*forwardedOp {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for {
@@ -235,10 +271,11 @@ func (f *forwarder) take() []*forwardedOp {
 			size += len(f.queue[n].msg)
 			n++
 		}
-		batch := make([]*forwardedOp, 0, n)
 		for _, op := range f.queue[:n] {
 			if op.state.CompareAndSwap(opQueued, opSent) {
 				batch = append(batch, op)
+			} else {
+				op.release() // abandoned: its caller has gone
 			}
 		}
 		rest := copy(f.queue, f.queue[n:])
@@ -292,6 +329,7 @@ func (f *forwarder) send(batch []*forwardedOp) {
 func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error) {
 	var r forwardResult
 	if err != nil {
+		op.msgFree = false
 		r.err = forwardError(op, f.addr, err)
 		if errors.Is(err, transport.ErrNotSent) && f.c.notSent != nil {
 			f.c.notSent(op.partition)
@@ -302,6 +340,7 @@ func (f *forwarder) answer(op *forwardedOp, resps []opResponse, i int, err error
 		r.err = decodeError(op.partition, resp)
 	}
 	op.done <- r
+	op.release()
 }
 
 // callOps sends batch to the node at addr and returns its answers, one per operation in
@@ -314,6 +353,9 @@ func (c *Client) callOps(ctx context.Context, addr string, batch []*forwardedOp)
 	out, err := c.caller.Call(ctx, addr, kind, body)
 	if err != nil {
 		return nil, err
+	}
+	for _, op := range batch {
+		op.msgFree = true // copied into body, or carried by a call that was answered
 	}
 	var resps []opResponse
 	if len(batch) == 1 {

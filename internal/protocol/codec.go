@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // Every forwarded operation encodes and decodes an OpRequest and an opResponse once each.
@@ -73,6 +74,9 @@ func appendOpRequest(b []byte, r *OpRequest) []byte {
 }
 
 // decodeOpRequest reads one OpRequest from the front of b and returns the bytes after it.
+// Its Key, Value and VouchServer share b's bytes: a handler owns the request it is given
+// (transport.Handler) and never changes it, and an operation keeps none of them past its
+// own end (a write's command is copied into its log entry).
 func decodeOpRequest(b []byte, r *OpRequest) ([]byte, error) {
 	*r = OpRequest{}
 	return readMap(b, func(key, b []byte) (rest []byte, known bool, err error) {
@@ -82,9 +86,9 @@ func decodeOpRequest(b []byte, r *OpRequest) ([]byte, error) {
 		case "o":
 			r.Op, rest, err = readIntAs[OpKind](b)
 		case "k":
-			r.Key, rest, err = readString(b)
+			r.Key, rest, err = readStringShared(b)
 		case "v":
-			r.Value, rest, err = readBytes(b)
+			r.Value, rest, err = readBytesShared(b)
 		case "ver":
 			r.Version, rest, err = readIntAs[uint64](b)
 		case "s":
@@ -94,7 +98,7 @@ func decodeOpRequest(b []byte, r *OpRequest) ([]byte, error) {
 		case "r":
 			r.Replicas, rest, err = readIntAs[int](b)
 		case "vs":
-			r.VouchServer, rest, err = readString(b)
+			r.VouchServer, rest, err = readStringShared(b)
 		case "vt":
 			r.VouchTerm, rest, err = readIntAs[uint64](b)
 		case "ttl":
@@ -395,6 +399,23 @@ func readStr(b []byte) (s, rest []byte, err error) {
 func readString(b []byte) (string, []byte, error) {
 	s, b, err := readStr(b)
 	return string(s), b, err
+}
+
+// readStringShared is readString without the copy: the string shares b's bytes, which must
+// not change while it is in use.
+func readStringShared(b []byte) (string, []byte, error) {
+	s, b, err := readStr(b)
+	return unsafe.String(unsafe.SliceData(s), len(s)), b, err
+}
+
+// readBytesShared is readBytes without the copy: the value shares b's bytes (capacity
+// trimmed, so an append cannot overwrite what follows).
+func readBytesShared(b []byte) ([]byte, []byte, error) {
+	s, b, err := readStr(b)
+	if len(s) == 0 || err != nil {
+		return nil, b, err
+	}
+	return s, b, nil
 }
 
 // readBytes reads a binary or string value into a new slice: the message's buffer may hold a

@@ -125,10 +125,16 @@ var (
 
 // encodeError turns a local result error into a response code.
 func encodeError(err error, resp *opResponse) {
+	if err == nil {
+		resp.Code = codeOK // here, not in encodeFailure's switch: its errors.As target escapes
+		return
+	}
+	encodeFailure(err, resp)
+}
+
+func encodeFailure(err error, resp *opResponse) {
 	var nl *raftgroup.NotLeaderError
 	switch {
-	case err == nil:
-		resp.Code = codeOK
 	case errors.As(err, &nl):
 		resp.Code, resp.LeaderID, resp.LeaderAddr = codeNotLeader, nl.LeaderID, nl.LeaderAddr
 	case errors.Is(err, store.ErrKeyNotFound):
@@ -148,9 +154,7 @@ func encodeError(err error, resp *opResponse) {
 	default:
 		resp.Code = codeFailed
 	}
-	if err != nil {
-		resp.Msg = err.Error()
-	}
+	resp.Msg = err.Error()
 }
 
 // decodeError turns a response code back into an error carrying the same sentinel.
