@@ -55,6 +55,13 @@ func (m *Manager) CheckTerms(checks []TermCheck) []bool {
 // the rest too.
 const termCheckHedge = 10 * time.Millisecond
 
+// hedgeTimers holds stopped timers for confirmTerm's hedge: a read costs no timer of its own.
+var hedgeTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
 // confirmTerm reports whether a majority of the voters in this replica's latest configuration,
 // itself included, stand in term, asked now. False means not shown, not disproved.
 //
@@ -96,8 +103,12 @@ func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
 		}
 		asked++
 	}
-	hedge := time.NewTimer(termCheckHedge)
-	defer hedge.Stop()
+	hedge := hedgeTimers.Get().(*time.Timer)
+	hedge.Reset(termCheckHedge)
+	defer func() {
+		hedge.Stop() // since Go 1.23 a stopped timer delivers nothing stale after its next Reset
+		hedgeTimers.Put(hedge)
+	}()
 	yes, no := 0, 0
 	for yes < need {
 		for asked-no < need && asked < len(peers) { // asked-no: yes plus answers still due
