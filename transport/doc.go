@@ -18,12 +18,15 @@
 //   - snapshot ('S'): one Raft InstallSnapshot, its data streamed behind the
 //     request under TCP's flow control, then the answer.
 //
-// A node dials at most [NetworkOptions.MaxConns] links to each peer, however
-// many groups and calls it has: a group's Raft traffic always takes the same
-// one (group modulo MaxConns), calls take turns. Each link costs two
-// goroutines, a reader and a writer; frames queued while the writer is on
-// the wire leave together in its next write, so heartbeats and appends of
-// many groups share system calls. A dialled link that sent nothing for
+// A node dials at most [NetworkOptions.MaxConns]+1 links to each peer, however
+// many groups and calls it has: one carries the AppendEntries of every group,
+// the others the calls (taking turns) and the rest of the Raft traffic (a
+// group's always on the same one), so that heartbeats, votes and requests
+// never queue behind log entries. Each link costs two goroutines, a reader
+// and a writer; a frame sent while the link is idle goes out at once from
+// the sender's goroutine, and frames queued while a write is on the wire
+// leave together in the next one, so the messages of many groups share
+// system calls. A dialled link that sent nothing for
 // [NetworkOptions.IdleTimeout] is closed, and dialled again when needed.
 //
 // # Raft

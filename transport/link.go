@@ -2,7 +2,6 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -293,14 +292,16 @@ func readLinkFrameBody(r *bufio.Reader, hdr *[linkHeaderSize]byte, max int, conn
 		_, err := io.ReadFull(r, body)
 		return h, body, unexpectedEOF(err)
 	}
-	// A large frame grows with the bytes that actually arrive.
-	var buf bytes.Buffer
-	buf.Grow(eagerFrameAlloc)
-	got, err := buf.ReadFrom(io.LimitReader(r, int64(size)))
-	if err == nil && got < int64(size) {
-		err = io.ErrUnexpectedEOF
+	// A large frame is allocated whole only once its first eagerFrameAlloc bytes have
+	// arrived: a peer's length prefix alone does not make this node reserve megabytes.
+	head := make([]byte, eagerFrameAlloc)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return h, nil, unexpectedEOF(err)
 	}
-	return h, buf.Bytes(), err
+	body := make([]byte, size)
+	copy(body, head)
+	_, err := io.ReadFull(r, body[eagerFrameAlloc:])
+	return h, body, unexpectedEOF(err)
 }
 
 // readLoop reads the link's frames until it ends, then closes it. A malformed frame or one
@@ -377,8 +378,11 @@ func (l *link) deliver(h frameHeader, body []byte) error {
 	return nil
 }
 
-// linkSet is this node's dialled links to one peer: MaxConns slots, each dialled when first
-// needed and again after its link ends.
+// linkSet is this node's dialled links to one peer: MaxConns slots for requests (calls, and
+// the Raft RPCs other than AppendEntries, a group always on the same one), and one more for
+// the AppendEntries of every group, so that heartbeats, votes and calls never wait behind log
+// entries on the wire or in the peer's reader. Each is dialled when first needed and again
+// after its link ends.
 type linkSet struct {
 	addr  string
 	slots []linkSlot
@@ -397,17 +401,24 @@ func (t *Transport) linkSet(addr string) *linkSet {
 	defer t.peersMu.Unlock()
 	s := t.links[addr]
 	if s == nil {
-		s = &linkSet{addr: addr, slots: make([]linkSlot, t.opts.MaxConns)}
+		s = &linkSet{addr: addr, slots: make([]linkSlot, t.opts.MaxConns+1)}
 		t.links[addr] = s
 	}
 	return s
 }
 
-// link returns a live link to addr in slot (taken modulo the slot count), dialling one if
+// bulkSlot names the link that carries AppendEntries; other slots are taken modulo MaxConns.
+const bulkSlot = ^uint32(0)
+
+// link returns a live link to addr in slot (modulo MaxConns, or bulkSlot), dialling one if
 // needed. timeout bounds the dial.
 func (t *Transport) link(addr string, slot uint32, timeout time.Duration) (*link, error) {
 	s := t.linkSet(addr)
-	sl := &s.slots[int(slot%uint32(len(s.slots)))]
+	i := len(s.slots) - 1
+	if slot != bulkSlot {
+		i = int(slot % uint32(len(s.slots)-1))
+	}
+	sl := &s.slots[i]
 	if l := sl.cur.Load(); l != nil && !l.dead() {
 		return l, nil
 	}

@@ -45,11 +45,12 @@ type NetworkOptions struct {
 	// the node's advertised address.
 	BindAddr string
 	// MaxConns is the number of links (TCP connections) this node dials to
-	// one peer; the peer's links to this node are its own and count against
-	// its MaxConns. Every link carries many requests at once: a Raft group
-	// always uses the same link to a peer (its number modulo MaxConns) and
-	// calls take turns, so the connections between two nodes do not grow
-	// with partitions or load. A link is dialled when first needed. Default 2.
+	// one peer for requests, plus one that carries the Raft log entries of
+	// every group; the peer's links to this node are its own. Every link
+	// carries many requests at once: a Raft group's other RPCs always use
+	// the same link to a peer (its number modulo MaxConns) and calls take
+	// turns, so the connections between two nodes do not grow with
+	// partitions or load. A link is dialled when first needed. Default 2.
 	MaxConns int
 	// MaxIdle is kept for compatibility and ignored: links multiplex
 	// requests and keep no idle streams.

@@ -121,14 +121,14 @@ func waitLeader(t *testing.T, nodes []*raftNode) *raftNode {
 
 func TestRaftGroupsShareConnections(t *testing.T) {
 	t.Run("default", func(t *testing.T) { testRaftGroupsShareConnections(t, testOptions(), 0) })
-	// A group's traffic goes on the link of its slot, so 8 groups use at most 8 of 1000
-	// links. A short IdleTimeout must not cut links raft heartbeats over, or they would be
+	// A group's heartbeats and votes go on the link of its slot, so 8 groups use at most 8
+	// of 1000 links, and one for every group's log entries. A short IdleTimeout must not cut links raft heartbeats over, or they would be
 	// dialled again.
 	t.Run("MaxConns1000", func(t *testing.T) {
 		opts := testOptions()
 		opts.MaxConns = 1000
 		opts.IdleTimeout = 50 * time.Millisecond
-		testRaftGroupsShareConnections(t, opts, 8)
+		testRaftGroupsShareConnections(t, opts, 8+1)
 	})
 }
 
@@ -138,7 +138,7 @@ func TestRaftGroupsShareConnections(t *testing.T) {
 func testRaftGroupsShareConnections(t *testing.T, opts NetworkOptions, wantDials int) {
 	const groups, entries = 8, 20
 	if wantDials == 0 {
-		wantDials = opts.MaxConns
+		wantDials = opts.MaxConns + 1 // and the link for log entries
 	}
 	var trs []*Transport
 	for range 3 {

@@ -252,7 +252,13 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 	if err != nil {
 		return err
 	}
-	l, err := rt.t.link(addr, rt.cfg.Group, rt.cfg.Timeout)
+	ae, isAE := args.(*raft.AppendEntriesRequest)
+	bulk := isAE && !isHeartbeat(ae)
+	slot := rt.cfg.Group
+	if bulk {
+		slot = bulkSlot
+	}
+	l, err := rt.t.link(addr, slot, rt.cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -263,8 +269,7 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 		return err
 	}
 	buf := rt.frame(kind, id, inc, args)
-	ae, isAE := args.(*raft.AppendEntriesRequest)
-	err = l.send(*buf, !isAE || isHeartbeat(ae))
+	err = l.send(*buf, !bulk)
 	putLinkBuf(buf)
 	if err == nil {
 		timer := time.NewTimer(rt.cfg.Timeout)
@@ -426,7 +431,7 @@ func (rt *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
-	l, err := rt.t.link(addr, rt.cfg.Group, rt.cfg.Timeout)
+	l, err := rt.t.link(addr, bulkSlot, rt.cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
