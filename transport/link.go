@@ -130,9 +130,8 @@ type waiter struct {
 	// done receives the outcome of a synchronous request (raft RPC or Call); nil for a
 	// pipelined AppendEntries, whose future is fut.
 	done chan error
-	// kind is the Raft RPC (for decoding into resp), or 0 for a Call.
-	kind uint8
-	// resp is where the response is decoded: a pointer to raft's response struct.
+	// resp is where a Raft answer is decoded: a pointer to raft's response struct; nil for
+	// a Call.
 	resp any
 	// body receives a Call's response body.
 	body []byte
@@ -141,9 +140,9 @@ type waiter struct {
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{done: make(chan error, 1)} }}
 
-func getWaiter(kind uint8, resp any) *waiter {
+func getWaiter(resp any) *waiter {
 	w := waiterPool.Get().(*waiter)
-	w.kind, w.resp = kind, resp
+	w.resp = resp
 	return w
 }
 
@@ -152,6 +151,17 @@ func getWaiter(kind uint8, resp any) *waiter {
 func putWaiter(w *waiter) {
 	w.resp, w.body, w.fut = nil, nil, nil
 	waiterPool.Put(w)
+}
+
+// forget gives up on request id, whose waiter is w, and returns w to the pool. When the
+// answer came meanwhile (the link's reader took w first), answered is true and err is its
+// outcome: the waiter is drained before it is reused.
+func (l *link) forget(id uint64, w *waiter) (answered bool, err error) {
+	if l.take(id) == nil {
+		answered, err = true, <-w.done
+	}
+	putWaiter(w)
+	return answered, err
 }
 
 // finish delivers the outcome. It is called by whoever removed w from its link's waiters.
@@ -362,12 +372,12 @@ func (l *link) deliver(h frameHeader, body []byte) error {
 		w.finish(nil, fmt.Errorf("%w: response status %d", errMalformedFrame, h.kind))
 		return errMalformedFrame
 	}
-	if h.typ == frameRaftResp {
-		if w.kind == 0 {
-			w.finish(nil, fmt.Errorf("%w: raft response to a call", errMalformedFrame))
-			return errMalformedFrame
-		}
-		if err := decodeRaftResponse(w.kind, body, w.resp); err != nil {
+	if (h.typ == frameRaftResp) != (w.resp != nil) {
+		w.finish(nil, fmt.Errorf("%w: frame type %d answering the other kind of request", errMalformedFrame, h.typ))
+		return errMalformedFrame
+	}
+	if w.resp != nil {
+		if err := decodeRaftResponse(body, w.resp); err != nil {
 			w.finish(nil, err)
 			return err
 		}
@@ -397,9 +407,15 @@ type linkSlot struct {
 
 // linkSet returns the dialled links to addr, creating the set on first use.
 func (t *Transport) linkSet(addr string) *linkSet {
+	t.peersMu.RLock()
+	s := t.links[addr]
+	t.peersMu.RUnlock()
+	if s != nil {
+		return s
+	}
 	t.peersMu.Lock()
 	defer t.peersMu.Unlock()
-	s := t.links[addr]
+	s = t.links[addr]
 	if s == nil {
 		s = &linkSet{addr: addr, slots: make([]linkSlot, t.opts.MaxConns+1)}
 		t.links[addr] = s
@@ -410,10 +426,10 @@ func (t *Transport) linkSet(addr string) *linkSet {
 // bulkSlot names the link that carries AppendEntries; other slots are taken modulo MaxConns.
 const bulkSlot = ^uint32(0)
 
-// link returns a live link to addr in slot (modulo MaxConns, or bulkSlot), dialling one if
+// link returns a live link of s in slot (modulo MaxConns, or bulkSlot), dialling one if
 // needed. timeout bounds the dial.
-func (t *Transport) link(addr string, slot uint32, timeout time.Duration) (*link, error) {
-	s := t.linkSet(addr)
+func (t *Transport) link(s *linkSet, slot uint32, timeout time.Duration) (*link, error) {
+	addr := s.addr
 	i := len(s.slots) - 1
 	if slot != bulkSlot {
 		i = int(slot % uint32(len(s.slots)-1))
@@ -461,12 +477,12 @@ func (t *Transport) serveLink(c net.Conn, from string) {
 // closeIdleLinks closes the dialled links that have sent nothing for idle and have no request
 // in flight.
 func (t *Transport) closeIdleLinks(now time.Time, idle time.Duration) {
-	t.peersMu.Lock()
+	t.peersMu.RLock()
 	var sets []*linkSet
 	for _, s := range t.links {
 		sets = append(sets, s)
 	}
-	t.peersMu.Unlock()
+	t.peersMu.RUnlock()
 	for _, s := range sets {
 		for i := range s.slots {
 			l := s.slots[i].cur.Load()

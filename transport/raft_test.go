@@ -302,9 +302,10 @@ func TestRaftWrongIncarnationRefused(t *testing.T) {
 
 	// A group with no registration is refused, and raft's error comes back as one.
 	var ae raft.AppendEntriesResponse
-	if err := (&RaftTransport{t: a, cfg: RaftConfig{Group: 8, Resolve: resolve, Timeout: time.Second}, done: make(chan struct{})}).
-		AppendEntries("b", serverAddr(b, testIncarnation), &raft.AppendEntriesRequest{Term: 1}, &ae); err == nil {
-		t.Fatal("RPC for a group b does not host succeeded")
+	ra8 := raftTransport(t, a, 8)
+	defer ra8.Close()
+	if err := ra8.AppendEntries("b", serverAddr(b, testIncarnation), &raft.AppendEntriesRequest{Term: 1}, &ae); err == nil || !strings.Contains(err.Error(), "no replica") {
+		t.Fatalf("RPC for a group b does not host: %v, want a refusal", err)
 	}
 	go func() {
 		rpc := <-rb.Consumer()
@@ -338,11 +339,10 @@ func TestRaftPipelineAnswersInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Hold raft's answers and give them in reverse order (raft never does; the link
-	// must not depend on it).
-	var rpcs []raft.RPC
+	// Raft on b takes the requests and never answers; the answers are given here, in
+	// reverse order (raft never does; the pipeline must not depend on it).
 	for range n {
-		rpcs = append(rpcs, <-rb.Consumer())
+		<-rb.Consumer()
 	}
 	p := pl.(*pipeline)
 	p.mu.Lock()
@@ -365,7 +365,6 @@ func TestRaftPipelineAnswersInOrder(t *testing.T) {
 			t.Fatalf("answer %d not delivered", i)
 		}
 	}
-	_ = rpcs
 
 	// A request in flight when its link fails comes back failed, not never.
 	args := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 99}

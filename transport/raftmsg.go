@@ -63,30 +63,20 @@ func appendRaftResponse(b []byte, resp any) ([]byte, bool) {
 	return b, false
 }
 
-// decodeRaftResponse decodes the answer to a request of kind into resp, the caller's
-// response struct of that kind.
-func decodeRaftResponse(kind uint8, body []byte, resp any) error {
-	var err error
+// decodeRaftResponse decodes an answer into resp, the caller's response struct, whose type
+// says which answer it is.
+func decodeRaftResponse(body []byte, resp any) error {
 	switch m := resp.(type) {
 	case *raft.AppendEntriesResponse:
-		err = check(kind, raftAppendEntries, decodeAppendEntriesResponse(body, m))
+		return decodeAppendEntriesResponse(body, m)
 	case *raft.RequestVoteResponse:
-		err = check(kind, raftRequestVote, decodeRequestVoteResponse(body, m))
+		return decodeRequestVoteResponse(body, m)
 	case *raft.RequestPreVoteResponse:
-		err = check(kind, raftRequestPreVote, decodeRequestPreVoteResponse(body, m))
+		return decodeRequestPreVoteResponse(body, m)
 	case *raft.TimeoutNowResponse:
-		err = check(kind, raftTimeoutNow, decodeTimeoutNowResponse(body, m))
+		return decodeTimeoutNowResponse(body, m)
 	case *raft.InstallSnapshotResponse:
-		err = check(kind, raftInstallSnapshot, decodeInstallSnapshotResponse(body, m))
-	default:
-		err = fmt.Errorf("%w: no raft response of kind %d", errMalformedFrame, kind)
+		return decodeInstallSnapshotResponse(body, m)
 	}
-	return err
-}
-
-func check(kind, want uint8, err error) error {
-	if kind != want {
-		return fmt.Errorf("%w: raft response of kind %d for a request of kind %d", errMalformedFrame, want, kind)
-	}
-	return err
+	return fmt.Errorf("%w: no raft response %T", errMalformedFrame, resp)
 }

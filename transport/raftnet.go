@@ -115,9 +115,9 @@ func (t *Transport) RaftTransport(cfg RaftConfig) (*RaftTransport, error) {
 // SetUnknownGroupHandler sets fn to be called when a peer sends a Raft RPC for a group with
 // no registration, typically because this node was just added to the group and has no Raft
 // instance for it yet. fn should create the group (registering it with RaftTransport) and
-// return true, or return false to refuse. The RPC itself is refused either way (raft sends
-// it again); fn runs on a goroutine of its own, at most one at a time per group, and may
-// block. nil removes it.
+// return true, or return false to refuse. fn runs on a goroutine of its own, at most one at a
+// time per group, and may block; the RPCs that arrive meanwhile wait for it (up to 256) and
+// then go to the new group in order, or are refused. nil removes it.
 func (t *Transport) SetUnknownGroupHandler(fn func(group uint32) bool) {
 	t.groupsMu.Lock()
 	t.unknownGroup = fn
@@ -130,31 +130,72 @@ func (t *Transport) raftGroup(group uint32) *RaftTransport {
 	return t.groups[group]
 }
 
-// createGroup runs the unknown-group handler for group in the background, once at a time.
-func (t *Transport) createGroup(group uint32, from string) {
+// heldFrame is a Raft request that arrived while its group was being created.
+type heldFrame struct {
+	l    *link
+	h    frameHeader
+	body []byte
+}
+
+// maxHeldFrames bounds the requests held for a group being created; past it they are refused.
+const maxHeldFrames = 256
+
+// holdForGroup serves a request for a group this node does not host: it runs the
+// unknown-group handler in the background, once at a time, and hands the group the requests
+// that arrived meanwhile, in order, once it exists; so the first AppendEntries to a new
+// replica is served rather than refused and retried a commit interval later. It reports false
+// when the request was not taken (no handler, or too many held): the caller refuses it.
+// from is nil for a request that cannot wait (a snapshot on a connection of its own), which
+// only starts the creation.
+func (t *Transport) holdForGroup(group uint32, f *heldFrame, from string) bool {
 	t.groupsMu.Lock()
 	fn := t.unknownGroup
-	if fn == nil || t.creating[group] {
+	if fn == nil {
 		t.groupsMu.Unlock()
-		return
+		return false
 	}
-	t.creating[group] = true
+	held, running := t.creating[group]
+	taken := f != nil && len(held) < maxHeldFrames
+	if taken {
+		held = append(held, *f)
+	}
+	t.creating[group] = held
 	t.groupsMu.Unlock()
+	if running {
+		return taken
+	}
 	started := t.goTracked("raft group creation", nil, func() {
-		defer func() {
-			t.groupsMu.Lock()
-			delete(t.creating, group)
-			t.groupsMu.Unlock()
-		}()
-		if !fn(group) {
+		created := fn(group)
+		if !created {
 			t.logger.Debug("transport: RPC for unknown raft group refused", "group", group, "peer", from)
+		}
+		for {
+			t.groupsMu.Lock()
+			held := t.creating[group]
+			if len(held) == 0 {
+				delete(t.creating, group)
+				t.groupsMu.Unlock()
+				return
+			}
+			t.creating[group] = held[:0:0]
+			t.groupsMu.Unlock()
+			rt := t.raftGroup(group)
+			for _, f := range held {
+				if rt == nil {
+					f.l.refuseRaft(f.h.id, "transport: no replica of raft group %d here", group)
+				} else if err := rt.serve(f.l, f.h, f.body, false); err != nil {
+					f.l.close(err)
+				}
+			}
 		}
 	})
 	if !started {
 		t.groupsMu.Lock()
 		delete(t.creating, group)
 		t.groupsMu.Unlock()
+		return false
 	}
+	return taken
 }
 
 // Consumer implements raft.Transport.
@@ -258,11 +299,11 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 	if bulk {
 		slot = bulkSlot
 	}
-	l, err := rt.t.link(addr, slot, rt.cfg.Timeout)
+	l, err := rt.t.link(rt.t.linkSet(addr), slot, rt.cfg.Timeout)
 	if err != nil {
 		return err
 	}
-	w := getWaiter(kind, resp)
+	w := getWaiter(resp)
 	id, err := l.register(w)
 	if err != nil {
 		putWaiter(w)
@@ -284,10 +325,9 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 			err = ErrClosed
 		}
 	}
-	if l.take(id) == nil {
-		err = <-w.done // answered meanwhile; the waiter is ours again once drained
+	if answered, answer := l.forget(id, w); answered {
+		err = answer
 	}
-	putWaiter(w)
 	return err
 }
 
@@ -363,12 +403,23 @@ func (l *link) refuseRaft(id uint64, format string, args ...any) {
 // serveRaftFrame hands a Raft request that arrived on l to its group. It returns an error
 // only for a malformed frame, which ends the link.
 func (t *Transport) serveRaftFrame(l *link, h frameHeader, body []byte) error {
-	rt := t.raftGroup(h.group)
-	if rt == nil {
-		t.createGroup(h.group, l.peer)
-		l.refuseRaft(h.id, "transport: no replica of raft group %d here yet", h.group)
+	t.groupsMu.RLock()
+	rt := t.groups[h.group]
+	_, creating := t.creating[h.group]
+	t.groupsMu.RUnlock()
+	if rt == nil || creating {
+		if !t.holdForGroup(h.group, &heldFrame{l: l, h: h, body: body}, l.peer) {
+			l.refuseRaft(h.id, "transport: no replica of raft group %d here", h.group)
+		}
 		return nil
 	}
+	return rt.serve(l, h, body, true)
+}
+
+// serve hands a Raft request that arrived on l to raft. It returns an error only for a
+// malformed frame, which ends the link. onReader says it runs on l's reader, which alone
+// may answer heartbeats at once (through l.hbResp); elsewhere they queue like the rest.
+func (rt *RaftTransport) serve(l *link, h frameHeader, body []byte, onReader bool) error {
 	if h.aux != rt.cfg.Incarnation {
 		l.refuseRaft(h.id, "transport: raft RPC addressed to incarnation %x, this node is %x", h.aux, rt.cfg.Incarnation)
 		return nil
@@ -377,7 +428,7 @@ func (t *Transport) serveRaftFrame(l *link, h frameHeader, body []byte) error {
 	if err != nil {
 		return err
 	}
-	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok && isHeartbeat(ae) {
+	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok && onReader && isHeartbeat(ae) {
 		if hb := rt.heartbeat.Load(); hb != nil {
 			// raft answers a heartbeat at once, or not at all when it is shutting down.
 			select {
@@ -431,7 +482,7 @@ func (rt *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
-	l, err := rt.t.link(addr, bulkSlot, rt.cfg.Timeout)
+	l, err := rt.t.link(rt.t.linkSet(addr), bulkSlot, rt.cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +565,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, fmt.Errorf("%w: %w", errLinkClosed, p.l.err)
 	}
 	f := &appendFuture{p: p, start: time.Now(), args: args, resp: resp}
-	w := getWaiter(raftAppendEntries, resp)
+	w := getWaiter(resp)
 	w.fut = f
 	p.mu.Lock()
 	if p.closed {
@@ -607,7 +658,7 @@ func (rt *RaftTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddr
 	if h.kind != statusOK {
 		return &RemoteError{Msg: string(body)}
 	}
-	return decodeRaftResponse(raftInstallSnapshot, body, resp)
+	return decodeRaftResponse(body, resp)
 }
 
 // serveSnapshot receives one InstallSnapshot on a connection of its own and answers it.
@@ -632,7 +683,7 @@ func (t *Transport) serveSnapshot(c net.Conn, from string) {
 	rt := t.raftGroup(h.group)
 	switch {
 	case rt == nil:
-		t.createGroup(h.group, from)
+		t.holdForGroup(h.group, nil, from)
 		answer(raft.RPCResponse{Error: fmt.Errorf("transport: no replica of raft group %d here yet", h.group)})
 		return
 	case h.aux != rt.cfg.Incarnation:

@@ -64,13 +64,14 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 		return nil, fmt.Errorf("transport: call %s kind %d: request %w: %d bytes, limit %d", addr, kind, ErrFrameTooLarge, len(req), t.opts.MaxFrameSize)
 	}
 
-	slot := t.linkSet(addr).next.Add(1)
+	peer := t.linkSet(addr)
+	slot := peer.next.Add(1)
 	for attempt := 0; ; attempt++ {
-		l, err := t.link(addr, slot, min(budget, t.opts.ReadTimeout+t.opts.WriteTimeout))
+		l, err := t.link(peer, slot, min(budget, t.opts.ReadTimeout+t.opts.WriteTimeout))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
 		}
-		w := getWaiter(0, nil)
+		w := getWaiter(nil)
 		id, err := l.register(w)
 		if err == nil {
 			buf := getLinkBuf()
@@ -81,11 +82,10 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 			if err == nil {
 				return t.await(ctx, l, w, id, addr, kind, hasDeadline, budget)
 			}
-			if l.take(id) == nil {
-				<-w.done
-			}
+			l.forget(id, w)
+		} else {
+			putWaiter(w)
 		}
-		putWaiter(w)
 		// The link had failed before the request was queued: nothing left.
 		if attempt > 0 || ctx.Err() != nil || t.isClosed() {
 			return nil, fmt.Errorf("%w: %w", ErrNotSent, t.callError(ctx, addr, kind, err))
@@ -122,10 +122,7 @@ func (t *Transport) await(ctx context.Context, l *link, w *waiter, id uint64, ad
 	case <-t.done:
 		err = ErrClosed
 	}
-	if l.take(id) == nil {
-		<-w.done // answered meanwhile: drain before the waiter is reused
-	}
-	putWaiter(w)
+	l.forget(id, w)
 	return nil, t.callError(ctx, addr, kind, err)
 }
 

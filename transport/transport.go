@@ -75,7 +75,7 @@ type Transport struct {
 	inbound int                       // inbound connections in conns, for MaxInbound
 
 	// peersMu protects links.
-	peersMu sync.Mutex
+	peersMu sync.RWMutex
 	// links holds the links this node dialled, by peer address; guarded by peersMu.
 	links map[string]*linkSet
 
@@ -83,7 +83,7 @@ type Transport struct {
 	groupsMu     sync.RWMutex
 	groups       map[uint32]*RaftTransport
 	unknownGroup func(group uint32) bool
-	creating     map[uint32]bool // groups whose unknown-group handler is running
+	creating     map[uint32][]heldFrame // groups whose unknown-group handler is running, with the requests held for them
 
 	// handlersMu protects handlers.
 	handlersMu sync.RWMutex
@@ -161,7 +161,7 @@ func Listen(opts NetworkOptions, advertise string, logger *slog.Logger) (*Transp
 		conns:      make(map[*trackedConn]struct{}),
 		links:      make(map[string]*linkSet),
 		groups:     make(map[uint32]*RaftTransport),
-		creating:   make(map[uint32]bool),
+		creating:   make(map[uint32][]heldFrame),
 		handlers:   make(map[uint8]Handler),
 		authKey:    deriveAuthKey(opts.ClusterKey),
 	}
