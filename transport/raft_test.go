@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -349,6 +350,7 @@ func TestRaftPipelineAnswersInOrder(t *testing.T) {
 	sent := append([]*appendFuture(nil), p.sent...)
 	p.mu.Unlock()
 	for i := n - 1; i >= 0; i-- {
+		sent[i].resp.Success = true
 		sent[i].complete(nil) // as the link would for an answer arriving now
 		if w := p.l.take(sent[i].id); w != nil {
 			putWaiter(w)
@@ -380,6 +382,98 @@ func TestRaftPipelineAnswersInOrder(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("request on a failed link never came back")
+	}
+}
+
+// raft's reader of a pipeline's answers stops at the first failed or refused one, while its
+// sender may be waiting for room in the window, which only that reader makes. The pipeline
+// must then fail the sender's calls instead of blocking them: raft's sender would wait for
+// ever, replication to that follower would stop, and the heartbeats (sent apart) would keep
+// the leader in office.
+func TestRaftPipelineEndsWithRaftsReader(t *testing.T) {
+	a, _ := newTestTransport(t, testOptions())
+	b, _ := newTestTransport(t, testOptions())
+	ra := raftTransport(t, a, 4)
+	defer ra.Close()
+	rb := raftTransport(t, b, 4)
+	defer rb.Close()
+
+	pl, err := ra.AppendEntriesPipeline("b", serverAddr(b, testIncarnation))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	p := pl.(*pipeline)
+	for i := range pipelineWindow {
+		args := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: uint64(10 + i)}
+		if _, err := pl.AppendEntries(args, new(raft.AppendEntriesResponse)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first answer refuses the entries (a log mismatch); the rest are still out.
+	p.mu.Lock()
+	first := p.sent[0]
+	p.mu.Unlock()
+	if w := p.l.take(first.id); w != nil {
+		putWaiter(w)
+	}
+	first.resp.Term = 2
+	first.complete(nil)
+	f := <-pl.Consumer() // raft reads it, and stops reading
+	if f.Response().Success {
+		t.Fatal("the refused answer came back successful")
+	}
+
+	sendErr := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 2 && err == nil; i++ { // the window has room for one
+			_, err = pl.AppendEntries(&raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 99}, new(raft.AppendEntriesResponse))
+		}
+		sendErr <- err
+	}()
+	select {
+	case err := <-sendErr:
+		if !errors.Is(err, errPipelineEnded) {
+			t.Fatalf("send after raft stopped reading: %v, want errPipelineEnded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a send after raft stopped reading answers blocked")
+	}
+}
+
+// A follower that never answers fills the window; the next send fails after the RPC timeout
+// (raft then drops the pipeline) instead of waiting for ever.
+func TestRaftPipelineFullWindowTimesOut(t *testing.T) {
+	a, _ := newTestTransport(t, testOptions())
+	b, _ := newTestTransport(t, testOptions())
+	ra := raftTransport(t, a, 5)
+	defer ra.Close()
+	rb := raftTransport(t, b, 5) // its consumer is never read: nothing is answered
+	defer rb.Close()
+
+	pl, err := ra.AppendEntriesPipeline("b", serverAddr(b, testIncarnation))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	for i := range pipelineWindow {
+		if _, err := pl.AppendEntries(&raft.AppendEntriesRequest{Term: 2, PrevLogEntry: uint64(i)}, new(raft.AppendEntriesResponse)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendErr := make(chan error, 1)
+	go func() {
+		_, err := pl.AppendEntries(&raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 99}, new(raft.AppendEntriesResponse))
+		sendErr <- err
+	}()
+	select {
+	case err := <-sendErr:
+		if err == nil || !strings.Contains(err.Error(), "unanswered") {
+			t.Fatalf("send into a full window of unanswered requests: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a send into a full window of unanswered requests blocked past the RPC timeout")
 	}
 }
 

@@ -493,6 +493,7 @@ func (rt *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 		window:      make(chan struct{}, pipelineWindow),
 		ready:       make(chan raft.AppendFuture, pipelineWindow),
 		closeCh:     make(chan struct{}),
+		ended:       make(chan struct{}),
 	}, nil
 }
 
@@ -507,10 +508,15 @@ type pipeline struct {
 	window chan struct{}
 	ready  chan raft.AppendFuture
 
-	mu      sync.Mutex // guards sent and closed
+	mu      sync.Mutex // guards sent, closed and ending
 	sent    []*appendFuture
 	closed  bool
 	closeCh chan struct{}
+	// ended is closed once an answer that stops raft's reader of ready is in ready: raft
+	// reads no further, so the window tokens of the requests after it never come back, and
+	// a send waiting for one would wait for ever while raft waits for the send.
+	ended  chan struct{}
+	ending bool
 }
 
 // appendFuture is a pipelined AppendEntries.
@@ -552,17 +558,30 @@ func (f *appendFuture) complete(err error) {
 		default: // cannot happen: every future in ready holds a window token
 			p.rt.t.logger.Error("transport: pipeline answers overflowed", "group", p.rt.cfg.Group)
 		}
+		if !p.ending && endsPipeline(head) {
+			p.ending = true
+			close(p.ended)
+		}
 	}
 }
 
+// endsPipeline reports whether raft stops reading a pipeline's answers at f: a failed
+// request, a refusal, or a newer term (raft's pipelineDecode).
+func endsPipeline(f *appendFuture) bool {
+	return f.err != nil || !f.resp.Success || f.resp.Term > f.args.Term
+}
+
+// errPipelineEnded fails a pipelined send after raft stopped reading the pipeline's answers.
+var errPipelineEnded = errors.New("transport: pipeline ended by a failed or refused AppendEntries")
+
 // AppendEntries implements raft.AppendPipeline.
+//
+// A send waits for room in the window at most the RPC timeout, and not at all once raft has
+// stopped reading answers: raft's sender and reader of a pipeline are separate goroutines,
+// and the sender leaves only between sends.
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
-	select {
-	case p.window <- struct{}{}:
-	case <-p.closeCh:
-		return nil, raft.ErrPipelineShutdown
-	case <-p.l.closed:
-		return nil, fmt.Errorf("%w: %w", errLinkClosed, p.l.err)
+	if err := p.reserve(); err != nil {
+		return nil, err
 	}
 	f := &appendFuture{p: p, start: time.Now(), args: args, resp: resp}
 	w := getWaiter(resp)
@@ -591,6 +610,34 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, err
 	}
 	return f, nil
+}
+
+// reserve takes a window token for one request.
+func (p *pipeline) reserve() error {
+	select {
+	case <-p.ended:
+		return errPipelineEnded
+	default:
+	}
+	select {
+	case p.window <- struct{}{}:
+		return nil
+	default:
+	}
+	timer := time.NewTimer(p.rt.cfg.Timeout)
+	defer timer.Stop()
+	select {
+	case p.window <- struct{}{}:
+		return nil
+	case <-p.ended:
+		return errPipelineEnded
+	case <-p.closeCh:
+		return raft.ErrPipelineShutdown
+	case <-p.l.closed:
+		return fmt.Errorf("%w: %w", errLinkClosed, p.l.err)
+	case <-timer.C:
+		return fmt.Errorf("transport: %d pipelined AppendEntries unanswered for %v", pipelineWindow, p.rt.cfg.Timeout)
+	}
 }
 
 // Consumer implements raft.AppendPipeline.
