@@ -131,3 +131,26 @@ func TestAwaitEndsWhenTheGroupStops(t *testing.T) {
 	logs.release()
 	_ = first.Error()
 }
+
+// A configuration change raft does not answer (here: the leader loop took it and is stalled
+// storing its entry) gives the convergence loop back after the apply timeout, and the
+// goroutine left waiting on it ends with the group.
+func TestAwaitChangeIsBounded(t *testing.T) {
+	logs := &stallingLog{LogStore: raft.NewInmemStore()}
+	r := singleNode(t, logs)
+	logs.stall()
+	defer logs.release()
+	change := r.AddNonvoter("other", "other", 0, time.Second)
+	g := &Group{done: make(chan struct{}), m: &Manager{cfg: Config{Tuning: Tuning{ApplyTimeout: 200 * time.Millisecond}}}}
+	got := make(chan error, 1)
+	go func() { got <- g.awaitChange(change) }()
+	select {
+	case err := <-got:
+		if !errors.Is(err, errChangePending) {
+			t.Fatalf("awaitChange on an unanswered change: %v, want errChangePending", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("awaitChange still blocked well past the apply timeout")
+	}
+	close(g.done) // the waiting goroutine ends here; TestMain's leak check would see it otherwise
+}

@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,13 +74,13 @@ func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
 	switch p.kind {
 	case AddedLearner:
 		f := g.raft.AddNonvoter(target.ID, target.Address, cfgIndex, timeout)
-		return AddedLearner, wrapChange(g.id, "add learner", nodeID, g.await(f))
+		return AddedLearner, wrapChange(g.id, "add learner", nodeID, g.awaitChange(f))
 	case PromotedVoter:
 		// Back to back: each promotion names the configuration the previous one made.
 		index := cfgIndex
 		for _, t := range p.targets {
 			f := g.raft.AddVoter(t.ID, t.Address, index, timeout)
-			if err := g.await(f); err != nil {
+			if err := g.awaitChange(f); err != nil {
 				nodeID, _ := NodeOf(t.ID)
 				return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
 			}
@@ -88,12 +89,35 @@ func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
 		return PromotedVoter, nil
 	case RemovedServer:
 		f := g.raft.RemoveServer(target.ID, cfgIndex, timeout)
-		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.await(f))
+		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.awaitChange(f))
 	case TransferredLeadership:
 		f := g.raft.LeadershipTransferToServer(target.ID, target.Address)
-		return TransferredLeadership, wrapChange(g.id, "transfer leadership", nodeID, g.await(f))
+		return TransferredLeadership, wrapChange(g.id, "transfer leadership", nodeID, g.awaitChange(f))
 	}
 	return NoChange, fmt.Errorf("raftgroup: partition %d: unknown planned change %v", g.id, p.kind)
+}
+
+// errChangePending says a configuration change was not answered within the apply timeout.
+// It may still take effect; the next Reconcile reads the configuration afresh.
+var errChangePending = errors.New("not answered within the apply timeout; it may still take effect")
+
+// awaitChange is await bounded by the apply timeout. A leader whose change cannot commit keeps
+// its office for as long as a quorum answers its heartbeats, and raft does not answer the
+// change's future meanwhile; the caller, one convergence loop stepping every group this node
+// leads, must not wait on one group for ever. The goroutine left waiting ends with the
+// answer or with the group.
+func (g *Group) awaitChange(f raft.Future) error {
+	bindShutdown(f, g.done)
+	answer := make(chan error, 1)
+	go func() { answer <- f.Error() }()
+	timer := time.NewTimer(g.m.cfg.Tuning.ApplyTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-answer:
+		return err
+	case <-timer.C:
+		return errChangePending
+	}
 }
 
 // caughtUp asks a learner whether it has applied everything this leader has committed.
