@@ -165,9 +165,12 @@ func (l *link) forget(id uint64, w *waiter) (answered bool, err error) {
 }
 
 // finish delivers the outcome. It is called by whoever removed w from its link's waiters.
+// A pipelined request's waiter goes back to the pool here: nothing else refers to it once
+// it is out of the link's waiters (its pipeline keeps only the future).
 func (w *waiter) finish(body []byte, err error) {
-	if w.fut != nil {
-		w.fut.complete(err)
+	if f := w.fut; f != nil {
+		putWaiter(w)
+		f.complete(err)
 		return
 	}
 	w.body = body

@@ -62,6 +62,12 @@ type RaftTransport struct {
 	responses chan raft.RPCResponse // raft answers every consumed RPC here, in order
 	heartbeat atomic.Pointer[func(raft.RPC)]
 
+	// localPeer is cfg.Local encoded, shared by every request and answer raft makes: raft
+	// and the codec only read it. lastPeer is the address DecodePeer last made, returned
+	// again while the same leader keeps sending.
+	localPeer []byte
+	lastPeer  atomic.Pointer[raft.ServerAddress]
+
 	// mu guards queue and closed.
 	mu     sync.Mutex
 	queue  []inboundRPC // RPCs handed to raft and not answered yet, in order
@@ -94,6 +100,7 @@ func (t *Transport) RaftTransport(cfg RaftConfig) (*RaftTransport, error) {
 	rt := &RaftTransport{
 		t:         t,
 		cfg:       cfg,
+		localPeer: []byte(cfg.Local),
 		consumer:  make(chan raft.RPC, inboundQueue),
 		responses: make(chan raft.RPCResponse, inboundQueue),
 		done:      make(chan struct{}),
@@ -204,13 +211,25 @@ func (rt *RaftTransport) Consumer() <-chan raft.RPC { return rt.consumer }
 // LocalAddr implements raft.Transport.
 func (rt *RaftTransport) LocalAddr() raft.ServerAddress { return rt.cfg.Local }
 
-// EncodePeer implements raft.Transport.
+// EncodePeer implements raft.Transport. raft encodes its own address twice into every
+// request and once into every answer; those share one slice.
 func (rt *RaftTransport) EncodePeer(_ raft.ServerID, addr raft.ServerAddress) []byte {
+	if addr == rt.cfg.Local {
+		return rt.localPeer
+	}
 	return []byte(addr)
 }
 
-// DecodePeer implements raft.Transport.
-func (rt *RaftTransport) DecodePeer(b []byte) raft.ServerAddress { return raft.ServerAddress(b) }
+// DecodePeer implements raft.Transport. A follower decodes its leader's address from every
+// request; while the leader stays the same, so does the string.
+func (rt *RaftTransport) DecodePeer(b []byte) raft.ServerAddress {
+	if last := rt.lastPeer.Load(); last != nil && string(*last) == string(b) {
+		return *last
+	}
+	addr := raft.ServerAddress(b)
+	rt.lastPeer.Store(&addr)
+	return addr
+}
 
 // SetHeartbeatHandler implements raft.Transport: heartbeats are answered on the link's
 // reader, without waiting behind the group's other RPCs.
@@ -344,8 +363,10 @@ func (rt *RaftTransport) answerLoop() {
 				continue
 			}
 			in := rt.queue[0]
-			rt.queue[0] = inboundRPC{}
-			rt.queue = rt.queue[1:]
+			// Shift rather than reslice, so the array is reused: the queue is short.
+			n := copy(rt.queue, rt.queue[1:])
+			rt.queue[n] = inboundRPC{}
+			rt.queue = rt.queue[:n]
 			rt.mu.Unlock()
 			rt.answer(in, r)
 		case <-rt.done:
@@ -551,8 +572,9 @@ func (f *appendFuture) complete(err error) {
 	f.err, f.done = err, true
 	for len(p.sent) > 0 && p.sent[0].done {
 		head := p.sent[0]
-		p.sent[0] = nil
-		p.sent = p.sent[1:]
+		n := copy(p.sent, p.sent[1:]) // at most pipelineWindow: shift, keeping the array
+		p.sent[n] = nil
+		p.sent = p.sent[:n]
 		select {
 		case p.ready <- head:
 		default: // cannot happen: every future in ready holds a window token
