@@ -123,12 +123,15 @@ func waitLeader(t *testing.T, nodes []*raftNode) *raftNode {
 func TestRaftGroupsShareConnections(t *testing.T) {
 	t.Run("default", func(t *testing.T) { testRaftGroupsShareConnections(t, testOptions(), 0) })
 	// A group's heartbeats and votes go on the link of its slot, so 8 groups use at most 8
-	// of 1000 links, and one for every group's log entries. A short IdleTimeout must not cut links raft heartbeats over, or they would be
-	// dialled again.
+	// of 1000 links, and one for every group's log entries. A short IdleTimeout must not cut
+	// the links raft heartbeats over, or they would be dialled again. Raft sends a heartbeat
+	// every 30-60 ms at testRaftConfig's timings; the 300 ms here leaves room for a heartbeat
+	// delayed by a loaded machine (50 ms did not, under -race on 2 cores) while staying far
+	// below the 1m default.
 	t.Run("MaxConns1000", func(t *testing.T) {
 		opts := testOptions()
 		opts.MaxConns = 1000
-		opts.IdleTimeout = 50 * time.Millisecond
+		opts.IdleTimeout = 300 * time.Millisecond
 		testRaftGroupsShareConnections(t, opts, 8+1)
 	})
 }
