@@ -19,19 +19,20 @@ import (
 // nodeSpec is everything needed to start one node, in this process or in a child (it travels
 // to a child as JSON, hence the exported fields).
 type nodeSpec struct {
-	ID          string
-	Addr        string
-	Seeds       []string
-	Nodes       int // cluster size, for the readiness check
-	Replicas    int
-	WriteQuorum int
-	Partitions  int
-	Timings     string
-	MaxInflight int // -max-inflight
-	Verbose     bool
-	Metrics     bool           // register the node's metrics in a registry of its own
-	DataDir     string         // "": the node keeps its Raft state in memory
-	Sync        store.SyncMode // with DataDir
+	ID            string
+	Addr          string
+	Seeds         []string
+	Nodes         int // cluster size, for the readiness check
+	Replicas      int
+	WriteQuorum   int
+	Partitions    int
+	Timings       string
+	MaxInflight   int           // -max-inflight
+	CommitTimeout time.Duration // -commit-timeout
+	Verbose       bool
+	Metrics       bool           // register the node's metrics in a registry of its own
+	DataDir       string         // "": the node keeps its Raft state in memory
+	Sync          store.SyncMode // with DataDir
 }
 
 func (s nodeSpec) options(t gridkv.Timings, reg prometheus.Registerer) *gridkv.GridKVOptions {
@@ -96,15 +97,16 @@ func startCluster(ctx context.Context, cfg *config, sh shape) (*cluster, error) 
 	var first string
 	for i := 0; i < sh.nodes; i++ {
 		spec := nodeSpec{
-			ID:          fmt.Sprintf("node-%d", i+1),
-			Nodes:       sh.nodes,
-			Replicas:    sh.replicas,
-			WriteQuorum: sh.writeQuorum,
-			Partitions:  cfg.partitions,
-			Timings:     cfg.timings,
-			MaxInflight: cfg.inflight,
-			Verbose:     cfg.verbose,
-			Metrics:     cfg.metrics || sh.disk.durable(),
+			ID:            fmt.Sprintf("node-%d", i+1),
+			Nodes:         sh.nodes,
+			Replicas:      sh.replicas,
+			WriteQuorum:   sh.writeQuorum,
+			Partitions:    cfg.partitions,
+			Timings:       cfg.timings,
+			MaxInflight:   cfg.inflight,
+			CommitTimeout: cfg.commit,
+			Verbose:       cfg.verbose,
+			Metrics:       cfg.metrics || sh.disk.durable(),
 		}
 		if sh.disk.durable() {
 			spec.DataDir = filepath.Join(c.dataRoot, spec.ID)

@@ -30,9 +30,10 @@ type config struct {
 	cpuProfile string // file for a CPU profile of the run; "" for none
 	verbose    bool
 	quick      bool
-	metrics    bool   // every node gets a Prometheus registry in GridKVOptions.Metrics
-	dataDir    string // where durable clusters make their nodes' directories; "": os.TempDir()
-	inflight   int    // Timings.Raft.MaxInflightBatches; 0: the timings' own
+	metrics    bool          // every node gets a Prometheus registry in GridKVOptions.Metrics
+	dataDir    string        // where durable clusters make their nodes' directories; "": os.TempDir()
+	inflight   int           // Timings.Raft.MaxInflightBatches; 0: the timings' own
+	commit     time.Duration // Timings.Raft.CommitTimeout; 0: the timings' own
 }
 
 // shape is a cluster layout; scenarios of the same shape share one cluster.
@@ -170,6 +171,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		quick      = fs.Bool("quick", false, "short run: 1s per scenario, 10000 keys, local timings (explicit flags win)")
 		metrics    = fs.Bool("metrics", false, "give every node a Prometheus registry (GridKVOptions.Metrics), to measure the instrumentation's cost")
 		inflight   = fs.Int("max-inflight", 0, "batches each Raft group may have in flight at once (Timings.Raft.MaxInflightBatches; 0: the default of -timings)")
+		commit     = fs.Duration("commit-timeout", 0, "how long an idle Raft group waits before an empty append carries the commit index (Timings.Raft.CommitTimeout; 0: the default of -timings)")
 		dataDir    = fs.String("data-dir", "", "directory in which durable scenarios make a temporary directory for their nodes' data, removed afterwards (default: the system's temp dir, $TMPDIR or /tmp); it should be on the disk to measure")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -202,6 +204,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		metrics:    *metrics,
 		dataDir:    *dataDir,
 		inflight:   *inflight,
+		commit:     *commit,
 	}
 	if c.quick {
 		if !set["duration"] {
@@ -248,6 +251,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-timings %q must be default or local", c.timings)
 	case c.inflight < 0:
 		return fmt.Errorf("-max-inflight %d must not be negative", c.inflight)
+	case c.commit < 0:
+		return fmt.Errorf("-commit-timeout %v must not be negative", c.commit)
 	}
 	for _, sc := range c.scenarios {
 		if sc.shape.disk.durable() && c.procs {
@@ -272,7 +277,8 @@ func (c *config) validate() error {
 	return nil
 }
 
-// gridTimings returns the cluster clocks -timings names, with -max-inflight.
+// gridTimings returns the cluster clocks -timings names, with -max-inflight and
+// -commit-timeout.
 func (c *config) gridTimings() gridkv.Timings {
 	t := gridkv.DefaultTimings()
 	if c.timings == "local" {
@@ -280,6 +286,9 @@ func (c *config) gridTimings() gridkv.Timings {
 	}
 	if c.inflight > 0 {
 		t.Raft.MaxInflightBatches = c.inflight
+	}
+	if c.commit > 0 {
+		t.Raft.CommitTimeout = c.commit
 	}
 	return t
 }

@@ -122,7 +122,7 @@ func runChild(arg string) error {
 	if err := json.Unmarshal([]byte(arg), &spec); err != nil {
 		return fmt.Errorf("node spec: %w", err)
 	}
-	cfg := &config{timings: spec.Timings, inflight: spec.MaxInflight}
+	cfg := &config{timings: spec.Timings, inflight: spec.MaxInflight, commit: spec.CommitTimeout}
 	kv, addr, _, err := startNode(spec, cfg.gridTimings())
 	if err != nil {
 		return err
