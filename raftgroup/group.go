@@ -44,6 +44,9 @@ type Group struct {
 
 	snapshotNow chan struct{} // requestSnapshot -> snapshotLoop
 
+	// commitSent is the highest commit index a nudge (see nudgeCommit) carries to followers.
+	commitSent atomic.Uint64
+
 	// entries and commands count the log entries this replica proposed as leader and the
 	// commands they carried: commands per entry is how well proposals batch.
 	entries, commands atomic.Uint64

@@ -301,6 +301,29 @@ func (g *Group) failQueued() {
 	}
 }
 
+// nudgeCommit makes sure followers hear soon that index, which this leader has applied, is
+// committed. They learn a commit index from the AppendEntries that carries the next entry; with
+// no next entry, only from the empty append raft sends after CommitTimeout (200-400 ms by
+// default), which a write waiting for its replicas to apply it would wait out. A barrier is
+// such a next entry: it costs one small log entry, only when nothing newer is in the log.
+func (g *Group) nudgeCommit(index uint64) {
+	for {
+		sent := g.commitSent.Load()
+		if sent >= index {
+			return // an earlier nudge, for this batch or a later one, carries it
+		}
+		if g.commitSent.CompareAndSwap(sent, index) {
+			break
+		}
+	}
+	if g.raft.LastIndex() > index {
+		return // a newer entry is already on its way, and with it the commit index
+	}
+	// Not awaited: should it fail (leadership lost, shutdown), the replicas are asked anyway
+	// and the write's own wait reports what they answer.
+	g.raft.Barrier(g.m.cfg.Tuning.ApplyTimeout)
+}
+
 // waitReplicasApplied waits until n voters (this leader included, which has applied index
 // already) have applied index, asking the others over the network.
 func (g *Group) waitReplicasApplied(index uint64, n int) error {
@@ -323,6 +346,7 @@ func (g *Group) waitReplicasApplied(index uint64, n int) error {
 	if need <= 0 {
 		return nil
 	}
+	g.nudgeCommit(index)
 	ctx, cancel := context.WithTimeout(g.ctx, g.m.cfg.Tuning.ApplyTimeout)
 	defer cancel() // ends the questions still out once enough answered
 	results := make(chan error, len(others))

@@ -334,6 +334,33 @@ func TestWriteLevels(t *testing.T) {
 	}
 }
 
+// TestAppliedWriteDoesNotWaitForCommitTimeout: a write acknowledged once every replica has
+// applied it, arriving with nothing after it in the log, returns without waiting for raft's
+// next empty append (CommitTimeout, a minute here) to tell the followers it committed.
+func TestAppliedWriteDoesNotWaitForCommitTimeout(t *testing.T) {
+	slowCommit := func(c *Config) { c.Tuning.CommitTimeout = time.Minute }
+	var nodes []*node
+	for i := range 3 {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), uint64(100+i), "127.0.0.1:0", 1, slowCommit))
+	}
+	g := formGroup(t, 0, nodes)
+	for i := range 3 {
+		// Well under the CommitTimeout: without a nudge the followers would not apply in time.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		key := fmt.Sprintf("k%d", i)
+		res, err := g.Propose(ctx, store.Command{Op: store.OpSet, Key: key, Value: []byte("v")}, WriteLevel{Ack: AckApplied, Replicas: 3})
+		cancel()
+		if err != nil {
+			t.Fatalf("W=3 write %d: %v", i, err)
+		}
+		for _, n := range nodes {
+			if _, ver, ok := n.m.Group(0).Partition().Get(key); !ok || ver != res.Version {
+				t.Fatalf("%s lacks %s@%d right after a W=3 ack", n.id, key, res.Version)
+			}
+		}
+	}
+}
+
 func TestNewLeaderAfterLeaderStops(t *testing.T) {
 	nodes := threeNodes(t, 1)
 	g := formGroup(t, 0, nodes)
