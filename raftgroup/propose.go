@@ -320,8 +320,9 @@ func (g *Group) nudgeCommit(index uint64) {
 		return // a newer entry is already on its way, and with it the commit index
 	}
 	// Not awaited: should it fail (leadership lost, shutdown), the replicas are asked anyway
-	// and the write's own wait reports what they answer.
-	g.raft.Barrier(g.m.cfg.Tuning.ApplyTimeout)
+	// and the write's own wait reports what they answer. Raft taking longer than
+	// CommitTimeout to accept it would have sent the empty append by then.
+	g.raft.Barrier(g.m.cfg.Tuning.CommitTimeout)
 }
 
 // waitReplicasApplied waits until n voters (this leader included, which has applied index
