@@ -1,6 +1,10 @@
 package cluster
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +31,33 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 			for _, c := range clustersOf(t) {
 				b.WriteString(c.Describe())
 			}
+			if path := dumpStacks(t); path != "" {
+				fmt.Fprintf(&b, "goroutines at the deadline: %s\n", path)
+			}
 			t.Fatalf("%s: not true after %v\n%s", msg, timeout, b.String())
 		}
 		time.Sleep(poll)
 	}
+}
+
+// dumpStacks writes every goroutine's stack to a file in the directory GRIDKV_TEST_STACKS
+// names, for a wait that timed out, and returns the file's path; without the variable it
+// writes nothing. A stuck wait usually means some goroutine waits for ever, and its stack
+// says on what.
+func dumpStacks(t testing.TB) string {
+	dir := os.Getenv("GRIDKV_TEST_STACKS")
+	if dir == "" {
+		return ""
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	f, err := os.CreateTemp(dir, "stacks-"+name+"-*.txt")
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err != nil {
+		return "(" + err.Error() + ")"
+	}
+	path, _ := filepath.Abs(f.Name())
+	return path
 }
