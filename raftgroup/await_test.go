@@ -141,9 +141,10 @@ func TestAwaitChangeIsBounded(t *testing.T) {
 	logs.stall()
 	defer logs.release()
 	change := r.AddNonvoter("other", "other", 0, time.Second)
-	g := &Group{done: make(chan struct{}), m: &Manager{cfg: Config{Tuning: Tuning{ApplyTimeout: 200 * time.Millisecond}}}}
+	tuning := Tuning{ApplyTimeout: 200 * time.Millisecond, CommitTimeout: 50 * time.Millisecond}
+	g := &Group{done: make(chan struct{}), raft: r, m: &Manager{cfg: Config{Tuning: tuning}}}
 	got := make(chan error, 1)
-	go func() { got <- g.awaitChange(change) }()
+	go func() { got <- g.awaitChange(change, true) }() // its barriers cannot enter the stalled loop either
 	select {
 	case err := <-got:
 		if !errors.Is(err, errChangePending) {

@@ -52,7 +52,13 @@ func fastTiming() Tuning {
 // Config before the manager is made.
 func startNode(t *testing.T, id string, inc uint64, addr string, partitions int, adjust ...func(*Config)) *node {
 	t.Helper()
-	tr, err := transport.Listen(transport.DefaultNetworkOptions(), addr, nil)
+	return startNodeOn(t, id, inc, transport.DefaultNetworkOptions(), addr, partitions, adjust...)
+}
+
+// startNodeOn is startNode on a transport with the given options.
+func startNodeOn(t *testing.T, id string, inc uint64, opts transport.NetworkOptions, addr string, partitions int, adjust ...func(*Config)) *node {
+	t.Helper()
+	tr, err := transport.Listen(opts, addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

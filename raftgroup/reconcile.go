@@ -74,13 +74,13 @@ func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
 	switch p.kind {
 	case AddedLearner:
 		f := g.raft.AddNonvoter(target.ID, target.Address, cfgIndex, timeout)
-		return AddedLearner, wrapChange(g.id, "add learner", nodeID, g.awaitChange(f))
+		return AddedLearner, wrapChange(g.id, "add learner", nodeID, g.awaitChange(f, true))
 	case PromotedVoter:
 		// Back to back: each promotion names the configuration the previous one made.
 		index := cfgIndex
 		for _, t := range p.targets {
 			f := g.raft.AddVoter(t.ID, t.Address, index, timeout)
-			if err := g.awaitChange(f); err != nil {
+			if err := g.awaitChange(f, true); err != nil {
 				nodeID, _ := NodeOf(t.ID)
 				return PromotedVoter, wrapChange(g.id, "promote", nodeID, err)
 			}
@@ -89,10 +89,10 @@ func (g *Group) makeChange(p plannedChange, cfgIndex uint64) (Change, error) {
 		return PromotedVoter, nil
 	case RemovedServer:
 		f := g.raft.RemoveServer(target.ID, cfgIndex, timeout)
-		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.awaitChange(f))
+		return RemovedServer, wrapChange(g.id, "remove", nodeID, g.awaitChange(f, true))
 	case TransferredLeadership:
 		f := g.raft.LeadershipTransferToServer(target.ID, target.Address)
-		return TransferredLeadership, wrapChange(g.id, "transfer leadership", nodeID, g.awaitChange(f))
+		return TransferredLeadership, wrapChange(g.id, "transfer leadership", nodeID, g.awaitChange(f, false))
 	}
 	return NoChange, fmt.Errorf("raftgroup: partition %d: unknown planned change %v", g.id, p.kind)
 }
@@ -106,17 +106,39 @@ var errChangePending = errors.New("not answered within the apply timeout; it may
 // change's future meanwhile; the caller, one convergence loop stepping every group this node
 // leads, must not wait on one group for ever. The goroutine left waiting ends with the
 // answer or with the group.
-func (g *Group) awaitChange(f raft.Future) error {
+//
+// With entry set, f is a configuration entry, and every CommitTimeout it stays unanswered
+// the leader appends a barrier behind it. hashicorp/raft counts a follower's acknowledgements
+// toward commitment only while the follower votes, and it starts counting a promoted voter
+// only after appending the entry that promotes it: an acknowledgement of that entry arriving
+// in between is dropped, and the new voter counts as having nothing until it acknowledges a
+// later entry. When every live voter's acknowledgement is needed (one voter of three is dead
+// and a fourth is being promoted to replace it), an idle group then never commits the
+// promotion, and accepts no other change meanwhile. The barrier is that later entry.
+func (g *Group) awaitChange(f raft.Future, entry bool) error {
 	bindShutdown(f, g.done)
 	answer := make(chan error, 1)
 	go func() { answer <- f.Error() }()
 	timer := time.NewTimer(g.m.cfg.Tuning.ApplyTimeout)
 	defer timer.Stop()
-	select {
-	case err := <-answer:
-		return err
-	case <-timer.C:
-		return errChangePending
+	var nudge <-chan time.Time
+	if entry {
+		ticker := time.NewTicker(g.m.cfg.Tuning.CommitTimeout)
+		defer ticker.Stop()
+		nudge = ticker.C
+	}
+	for {
+		select {
+		case err := <-answer:
+			return err
+		case <-nudge:
+			// Not awaited: the change's own answer is what counts. A barrier raft takes
+			// before the change itself (the leader loop picks from both queues) is harmless,
+			// and the next tick sends another.
+			g.raft.Barrier(g.m.cfg.Tuning.CommitTimeout)
+		case <-timer.C:
+			return errChangePending
+		}
 	}
 }
 
