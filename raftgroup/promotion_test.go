@@ -1,6 +1,7 @@
 package raftgroup
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -91,6 +92,9 @@ func TestPromotionCommitsWhenTheNewVotersFirstAckIsDropped(t *testing.T) {
 		return learner != nil && learner.raft.AppliedIndex() >= g.raft.CommitIndex()
 	})
 
+	if err := g.ReadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	voter := nodes[1].m.Group(0)
 	var staged atomic.Bool
 	release := func() {
@@ -121,4 +125,5 @@ func TestPromotionCommitsWhenTheNewVotersFirstAckIsDropped(t *testing.T) {
 	if len(voters) != 4 {
 		t.Fatalf("voters %v, want the three of before and the promoted learner", voters)
 	}
+	requireReadsAfterIdleTail(t, g)
 }

@@ -1,6 +1,8 @@
 package raftgroup
 
 import (
+	"time"
+
 	"context"
 	"fmt"
 	"sync"
@@ -304,8 +306,8 @@ func (g *Group) failQueued() {
 // nudgeCommit makes sure followers hear soon that index, which this leader has applied, is
 // committed. They learn a commit index from the AppendEntries that carries the next entry; with
 // no next entry, only from the empty append raft sends after CommitTimeout (200-400 ms by
-// default), which a write waiting for its replicas to apply it would wait out. A barrier is
-// such a next entry: it costs one small log entry, only when nothing newer is in the log.
+// default), which a write waiting for its replicas to apply it would wait out. appendEmpty
+// makes such a next entry: it costs one small log entry, only when nothing newer is in the log.
 func (g *Group) nudgeCommit(index uint64) {
 	for {
 		sent := g.commitSent.Load()
@@ -322,7 +324,16 @@ func (g *Group) nudgeCommit(index uint64) {
 	// Not awaited: should it fail (leadership lost, shutdown), the replicas are asked anyway
 	// and the write's own wait reports what they answer. Raft taking longer than
 	// CommitTimeout to accept it would have sent the empty append by then.
-	g.raft.Barrier(g.m.cfg.Tuning.CommitTimeout)
+	g.appendEmpty(g.m.cfg.Tuning.CommitTimeout)
+}
+
+// appendEmpty appends, without waiting for it, a command entry that holds no command, to
+// follow entries that need a successor (nudgeCommit, awaitChange). Every replica's state
+// machine marks it applied. A raft barrier would not do: state machines never see barriers, so
+// a linearizable read whose commit index ended at one would wait (waitCovered) for the
+// applied index to reach it, that is for the next write.
+func (g *Group) appendEmpty(timeout time.Duration) {
+	g.raft.Apply(nil, timeout)
 }
 
 // waitReplicasApplied waits until n voters (this leader included, which has applied index

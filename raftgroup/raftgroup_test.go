@@ -350,6 +350,9 @@ func TestAppliedWriteDoesNotWaitForCommitTimeout(t *testing.T) {
 		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), uint64(100+i), "127.0.0.1:0", 1, slowCommit))
 	}
 	g := formGroup(t, 0, nodes)
+	if err := g.ReadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		// Well under the CommitTimeout: without a nudge the followers would not apply in time.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -364,6 +367,22 @@ func TestAppliedWriteDoesNotWaitForCommitTimeout(t *testing.T) {
 				t.Fatalf("%s lacks %s@%d right after a W=3 ack", n.id, key, res.Version)
 			}
 		}
+	}
+	// The entry that told the followers is the last in the log: a linearizable read must not
+	// wait for the state machine to apply something past it.
+	requireReadsAfterIdleTail(t, g)
+}
+
+// requireReadsAfterIdleTail waits until everything in the leader g's log is committed, with
+// nothing written since, and checks that a linearizable read is served at once. g must have
+// served a read in its term already: the first read of a term appends an entry of its own.
+func requireReadsAfterIdleTail(t *testing.T, g *Group) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the log's tail committed", func() bool { return g.raft.CommitIndex() == g.raft.LastIndex() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := g.ReadIndex(ctx); err != nil {
+		t.Fatalf("linearizable read on an idle group whose last entry is %d: %v", g.raft.LastIndex(), err)
 	}
 }
 

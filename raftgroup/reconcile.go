@@ -108,13 +108,13 @@ var errChangePending = errors.New("not answered within the apply timeout; it may
 // answer or with the group.
 //
 // With entry set, f is a configuration entry, and every CommitTimeout it stays unanswered
-// the leader appends a barrier behind it. hashicorp/raft counts a follower's acknowledgements
+// the leader appends an empty entry behind it (appendEmpty). hashicorp/raft counts a follower's acknowledgements
 // toward commitment only while the follower votes, and it starts counting a promoted voter
 // only after appending the entry that promotes it: an acknowledgement of that entry arriving
 // in between is dropped, and the new voter counts as having nothing until it acknowledges a
 // later entry. When every live voter's acknowledgement is needed (one voter of three is dead
 // and a fourth is being promoted to replace it), an idle group then never commits the
-// promotion, and accepts no other change meanwhile. The barrier is that later entry.
+// promotion, and accepts no other change meanwhile. The empty entry is that later entry.
 func (g *Group) awaitChange(f raft.Future, entry bool) error {
 	bindShutdown(f, g.done)
 	answer := make(chan error, 1)
@@ -132,10 +132,10 @@ func (g *Group) awaitChange(f raft.Future, entry bool) error {
 		case err := <-answer:
 			return err
 		case <-nudge:
-			// Not awaited: the change's own answer is what counts. A barrier raft takes
+			// Not awaited: the change's own answer is what counts. An entry raft takes
 			// before the change itself (the leader loop picks from both queues) is harmless,
 			// and the next tick sends another.
-			g.raft.Barrier(g.m.cfg.Tuning.CommitTimeout)
+			g.appendEmpty(g.m.cfg.Tuning.CommitTimeout)
 		case <-timer.C:
 			return errChangePending
 		}
