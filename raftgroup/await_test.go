@@ -70,6 +70,11 @@ func singleNode(t *testing.T, logs raft.LogStore) *raft.Raft {
 		trans.Close()
 	})
 	waitFor(t, 5*time.Second, "the single node to lead", func() bool { return r.State() == raft.Leader })
+	// Until its first entry commits, the bootstrap configuration is not known committed and
+	// raft takes no configuration change, which tests here make.
+	if err := r.Barrier(10 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
