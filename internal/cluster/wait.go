@@ -31,7 +31,7 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 			for _, c := range clustersOf(t) {
 				b.WriteString(c.Describe())
 			}
-			if path := dumpStacks(t); path != "" {
+			if path := DumpStacks(t); path != "" {
 				fmt.Fprintf(&b, "goroutines at the deadline: %s\n", path)
 			}
 			t.Fatalf("%s: not true after %v\n%s", msg, timeout, b.String())
@@ -40,11 +40,11 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 	}
 }
 
-// dumpStacks writes every goroutine's stack to a file in the directory GRIDKV_TEST_STACKS
+// DumpStacks writes every goroutine's stack to a file in the directory GRIDKV_TEST_STACKS
 // names, for a wait that timed out, and returns the file's path; without the variable it
 // writes nothing. A stuck wait usually means some goroutine waits for ever, and its stack
 // says on what.
-func dumpStacks(t testing.TB) string {
+func DumpStacks(t testing.TB) string {
 	dir := os.Getenv("GRIDKV_TEST_STACKS")
 	if dir == "" {
 		return ""
