@@ -134,6 +134,10 @@ func newGroup(m *Manager, id int, bootstrap bool) (*Group, error) {
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.ShutdownOnRemove = true
+	// raft reports every replication round to the process's go-metrics sink twice, once
+	// under a key naming the peer (its older form); the labelled form is enough, and each
+	// report costs allocations on the write path.
+	rc.NoLegacyTelemetry = true
 	// A replica in memory starts empty; a durable one starts from its newest snapshot.
 	rc.NoSnapshotRestoreOnStart = g.disk == nil
 	rc.Logger = raftLogger(cfg.Logger, id)
