@@ -332,8 +332,8 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 	err = l.send(*buf, !bulk)
 	putLinkBuf(buf)
 	if err == nil {
-		timer := time.NewTimer(rt.cfg.Timeout)
-		defer timer.Stop()
+		timer := getTimer(rt.cfg.Timeout)
+		defer putTimer(timer)
 		select {
 		case err = <-w.done:
 			putWaiter(w)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -98,8 +99,8 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 func (t *Transport) await(ctx context.Context, l *link, w *waiter, id uint64, addr string, kind uint8, hasDeadline bool, budget time.Duration) ([]byte, error) {
 	var expired <-chan time.Time
 	if !hasDeadline {
-		timer := time.NewTimer(budget)
-		defer timer.Stop()
+		timer := getTimer(budget)
+		defer putTimer(timer)
 		expired = timer.C
 	}
 	var err error
@@ -206,4 +207,25 @@ func (t *Transport) runHandler(ctx context.Context, h Handler, kind uint8, from 
 		}
 	}()
 	return h(ctx, from, req)
+}
+
+// timerPool holds stopped timers (*time.Timer) for the waits every call makes: a heartbeat of
+// each group every few tens of milliseconds, a forwarded request, would otherwise each allocate
+// one. Since Go 1.23 a stopped timer's channel holds no stale value, so a pooled timer can be
+// reset and reused safely.
+var timerPool sync.Pool
+
+// getTimer returns a timer that fires after d; give it back with putTimer.
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timerPool.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and keeps it for reuse; nothing may receive from it afterwards.
+func putTimer(t *time.Timer) {
+	t.Stop()
+	timerPool.Put(t)
 }
