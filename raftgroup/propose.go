@@ -1,12 +1,11 @@
 package raftgroup
 
 import (
-	"time"
-
 	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"

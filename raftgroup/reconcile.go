@@ -108,11 +108,11 @@ var errChangePending = errors.New("not answered within the apply timeout; it may
 // answer or with the group.
 //
 // With entry set, f is a configuration entry, and every CommitTimeout it stays unanswered
-// the leader appends an empty entry behind it (appendEmpty). hashicorp/raft counts a follower's acknowledgements
-// toward commitment only while the follower votes, and it starts counting a promoted voter
-// only after appending the entry that promotes it: an acknowledgement of that entry arriving
-// in between is dropped, and the new voter counts as having nothing until it acknowledges a
-// later entry. When every live voter's acknowledgement is needed (one voter of three is dead
+// the leader appends an empty entry behind it (appendEmpty). hashicorp/raft counts a
+// follower's acknowledgements toward commitment only while the follower votes, and it starts
+// counting a promoted voter only after appending the entry that promotes it: an
+// acknowledgement of that entry arriving in between is dropped, and the new voter counts as
+// having nothing until it acknowledges a later entry. When every live voter's acknowledgement is needed (one voter of three is dead
 // and a fourth is being promoted to replace it), an idle group then never commits the
 // promotion, and accepts no other change meanwhile. The empty entry is that later entry.
 func (g *Group) awaitChange(f raft.Future, entry bool) error {
