@@ -211,8 +211,8 @@ func (t *Transport) runHandler(ctx context.Context, h Handler, kind uint8, from 
 
 // timerPool holds stopped timers (*time.Timer) for the waits every call makes: a heartbeat of
 // each group every few tens of milliseconds, a forwarded request, would otherwise each allocate
-// one. Since Go 1.23 a stopped timer's channel holds no stale value, so a pooled timer can be
-// reset and reused safely.
+// one. Only timers stopped before they fired are kept, so none holds a tick, whichever timer
+// semantics the program runs with (the host's go.mod or GODEBUG=asynctimerchan chooses).
 var timerPool sync.Pool
 
 // getTimer returns a timer that fires after d; give it back with putTimer.
@@ -224,8 +224,10 @@ func getTimer(d time.Duration) *time.Timer {
 	return time.NewTimer(d)
 }
 
-// putTimer stops t and keeps it for reuse; nothing may receive from it afterwards.
+// putTimer stops t and keeps it for reuse unless it already fired; nothing may receive from it
+// afterwards.
 func putTimer(t *time.Timer) {
-	t.Stop()
-	timerPool.Put(t)
+	if t.Stop() {
+		timerPool.Put(t)
+	}
 }
