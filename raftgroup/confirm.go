@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/timerpool"
 	"github.com/hashicorp/raft"
 )
 
@@ -55,13 +56,6 @@ func (m *Manager) CheckTerms(checks []TermCheck) []bool {
 // the rest too.
 const termCheckHedge = 10 * time.Millisecond
 
-// hedgeTimers holds stopped timers for confirmTerm's hedge: a read costs no timer of its own.
-var hedgeTimers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
-
 // confirmTerm reports whether a majority of the voters in this replica's latest configuration,
 // itself included, stand in term, asked now. False means not shown, not disproved.
 //
@@ -103,12 +97,8 @@ func (g *Group) confirmTerm(ctx context.Context, term uint64) bool {
 		}
 		asked++
 	}
-	hedge := hedgeTimers.Get().(*time.Timer)
-	hedge.Reset(termCheckHedge)
-	defer func() {
-		hedge.Stop() // since Go 1.23 a stopped timer delivers nothing stale after its next Reset
-		hedgeTimers.Put(hedge)
-	}()
+	hedge := timerpool.Get(termCheckHedge) // a read costs no timer of its own
+	defer timerpool.Put(hedge)
 	yes, no := 0, 0
 	for yes < need {
 		for asked-no < need && asked < len(peers) { // asked-no: yes plus answers still due

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/feellmoose/gridkv/internal/timerpool"
 	"github.com/hashicorp/raft"
 )
 
@@ -332,8 +333,8 @@ func (rt *RaftTransport) call(target raft.ServerAddress, kind uint8, args, resp 
 	err = l.send(*buf, !bulk)
 	putLinkBuf(buf)
 	if err == nil {
-		timer := getTimer(rt.cfg.Timeout)
-		defer putTimer(timer)
+		timer := timerpool.Get(rt.cfg.Timeout)
+		defer timerpool.Put(timer)
 		select {
 		case err = <-w.done:
 			putWaiter(w)

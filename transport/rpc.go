@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
+
+	"github.com/feellmoose/gridkv/internal/timerpool"
 )
 
 // Handler serves one request kind. from is the advertised address the
@@ -99,8 +100,8 @@ func (t *Transport) Call(ctx context.Context, addr string, kind uint8, req []byt
 func (t *Transport) await(ctx context.Context, l *link, w *waiter, id uint64, addr string, kind uint8, hasDeadline bool, budget time.Duration) ([]byte, error) {
 	var expired <-chan time.Time
 	if !hasDeadline {
-		timer := getTimer(budget)
-		defer putTimer(timer)
+		timer := timerpool.Get(budget)
+		defer timerpool.Put(timer)
 		expired = timer.C
 	}
 	var err error
@@ -207,27 +208,4 @@ func (t *Transport) runHandler(ctx context.Context, h Handler, kind uint8, from 
 		}
 	}()
 	return h(ctx, from, req)
-}
-
-// timerPool holds stopped timers (*time.Timer) for the waits every call makes: a heartbeat of
-// each group every few tens of milliseconds, a forwarded request, would otherwise each allocate
-// one. Only timers stopped before they fired are kept, so none holds a tick, whichever timer
-// semantics the program runs with (the host's go.mod or GODEBUG=asynctimerchan chooses).
-var timerPool sync.Pool
-
-// getTimer returns a timer that fires after d; give it back with putTimer.
-func getTimer(d time.Duration) *time.Timer {
-	if t, ok := timerPool.Get().(*time.Timer); ok {
-		t.Reset(d)
-		return t
-	}
-	return time.NewTimer(d)
-}
-
-// putTimer stops t and keeps it for reuse unless it already fired; nothing may receive from it
-// afterwards.
-func putTimer(t *time.Timer) {
-	if t.Stop() {
-		timerPool.Put(t)
-	}
 }
