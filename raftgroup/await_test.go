@@ -149,7 +149,7 @@ func TestAwaitChangeIsBounded(t *testing.T) {
 	tuning := Tuning{ApplyTimeout: 200 * time.Millisecond, CommitTimeout: 50 * time.Millisecond}
 	g := &Group{done: make(chan struct{}), raft: r, m: &Manager{cfg: Config{Tuning: tuning}}}
 	got := make(chan error, 1)
-	go func() { got <- g.awaitChange(change, true) }() // its barriers cannot enter the stalled loop either
+	go func() { got <- g.awaitChange(change, true) }() // its empty entries cannot enter the stalled loop either
 	select {
 	case err := <-got:
 		if !errors.Is(err, errChangePending) {

@@ -230,14 +230,7 @@ func (f *fsm) rewound() bool { return f.part.AppliedIndex() < f.highWater.Load()
 func (f *fsm) raiseHighWater() { f.raiseFloor(f.part.AppliedIndex()) }
 
 // raiseFloor raises highWater to at least applied.
-func (f *fsm) raiseFloor(applied uint64) {
-	for {
-		hw := f.highWater.Load()
-		if applied <= hw || f.highWater.CompareAndSwap(hw, applied) {
-			return
-		}
-	}
-}
+func (f *fsm) raiseFloor(applied uint64) { raise(&f.highWater, applied) }
 
 // wake wakes the waiters of waitApplied, if any took the channel: with none, the apply
 // costs no new channel.

@@ -62,7 +62,7 @@ func (s *slowLink) Allow(_, to string, class transport.Class) (time.Duration, bo
 // count the new voter. The test stages that: it holds the leader loop in the window until the
 // learner holds the entry (and has had time to answer), while the other live voter receives
 // it only later, so that the old configuration cannot commit it either. The promotion must
-// commit all the same, on an idle group, well within the apply timeout; without the barriers
+// commit all the same, on an idle group, well within the apply timeout; without the empty entries
 // awaitChange appends, it never commits at all.
 func TestPromotionCommitsWhenTheNewVotersFirstAckIsDropped(t *testing.T) {
 	sink := installHoldingSink(t)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/feellmoose/gridkv/store"
 	"github.com/hashicorp/raft"
@@ -308,31 +307,38 @@ func (g *Group) failQueued() {
 // default), which a write waiting for its replicas to apply it would wait out. appendEmpty
 // makes such a next entry: it costs one small log entry, only when nothing newer is in the log.
 func (g *Group) nudgeCommit(index uint64) {
-	for {
-		sent := g.commitSent.Load()
-		if sent >= index {
-			return // an earlier nudge, for this batch or a later one, carries it
-		}
-		if g.commitSent.CompareAndSwap(sent, index) {
-			break
-		}
+	if !raise(&g.commitSent, index) {
+		return // an earlier nudge, for this batch or a later one, carries it
 	}
 	if g.raft.LastIndex() > index {
 		return // a newer entry is already on its way, and with it the commit index
 	}
 	// Not awaited: should it fail (leadership lost, shutdown), the replicas are asked anyway
-	// and the write's own wait reports what they answer. Raft taking longer than
-	// CommitTimeout to accept it would have sent the empty append by then.
-	g.appendEmpty(g.m.cfg.Tuning.CommitTimeout)
+	// and the write's own wait reports what they answer.
+	g.appendEmpty()
 }
 
 // appendEmpty appends, without waiting for it, a command entry that holds no command, to
 // follow entries that need a successor (nudgeCommit, awaitChange). Every replica's state
 // machine marks it applied. A raft barrier would not do: state machines never see barriers, so
 // a linearizable read whose commit index ended at one would wait (waitCovered) for the
-// applied index to reach it, that is for the next write.
-func (g *Group) appendEmpty(timeout time.Duration) {
-	g.raft.Apply(nil, timeout)
+// applied index to reach it, that is for the next write. Raft taking longer than
+// CommitTimeout to accept it would have sent its own empty append by then.
+func (g *Group) appendEmpty() {
+	g.raft.Apply(nil, g.m.cfg.Tuning.CommitTimeout)
+}
+
+// raise sets a to v if v is greater and reports whether it did.
+func raise(a *atomic.Uint64, v uint64) bool {
+	for {
+		old := a.Load()
+		if v <= old {
+			return false
+		}
+		if a.CompareAndSwap(old, v) {
+			return true
+		}
+	}
 }
 
 // waitReplicasApplied waits until n voters (this leader included, which has applied index

@@ -112,9 +112,10 @@ var errChangePending = errors.New("not answered within the apply timeout; it may
 // follower's acknowledgements toward commitment only while the follower votes, and it starts
 // counting a promoted voter only after appending the entry that promotes it: an
 // acknowledgement of that entry arriving in between is dropped, and the new voter counts as
-// having nothing until it acknowledges a later entry. When every live voter's acknowledgement is needed (one voter of three is dead
-// and a fourth is being promoted to replace it), an idle group then never commits the
-// promotion, and accepts no other change meanwhile. The empty entry is that later entry.
+// having nothing until it acknowledges a later entry. When every live voter's acknowledgement
+// is needed (one voter of three is dead and a fourth is being promoted to replace it), an idle
+// group then never commits the promotion, and accepts no other change meanwhile. The empty
+// entry is that later entry.
 func (g *Group) awaitChange(f raft.Future, entry bool) error {
 	bindShutdown(f, g.done)
 	answer := make(chan error, 1)
@@ -135,7 +136,7 @@ func (g *Group) awaitChange(f raft.Future, entry bool) error {
 			// Not awaited: the change's own answer is what counts. An entry raft takes
 			// before the change itself (the leader loop picks from both queues) is harmless,
 			// and the next tick sends another.
-			g.appendEmpty(g.m.cfg.Tuning.CommitTimeout)
+			g.appendEmpty()
 		case <-timer.C:
 			return errChangePending
 		}
