@@ -184,7 +184,7 @@ func (w *watchLoad) check(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the watchers' states never matched the final listing: %s%s", why, stacksNote(t))
+			t.Fatalf("the watchers' states never matched the final listing: %s\n%s", why, cluster.StacksNote(t))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -281,15 +281,6 @@ func stateDiff(got, want map[string]gridkv.Entry) string {
 		if _, ok := want[k]; !ok && !strings.HasPrefix(k, watchPrefix+"~") {
 			return fmt.Sprintf("%s (%q@%d) is in the watcher's state, not in the listing", k, g.Value, g.Version)
 		}
-	}
-	return ""
-}
-
-// stacksNote dumps every goroutine's stack where GRIDKV_TEST_STACKS says (see
-// cluster.DumpStacks) and returns a note naming the file, or "" without the variable.
-func stacksNote(t *testing.T) string {
-	if path := cluster.DumpStacks(t); path != "" {
-		return "\ngoroutines at the deadline: " + path
 	}
 	return ""
 }

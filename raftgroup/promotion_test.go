@@ -31,15 +31,16 @@ func (s *holdingSink) AddSampleWithLabels(key []string, _ float32, _ []metrics.L
 	}
 }
 
-// installHoldingSink makes a holdingSink raft's metrics sink for the rest of the test.
+// installHoldingSink makes a holdingSink raft's metrics sink for the rest of the test, then
+// puts back what go-metrics starts with: a discarding sink behind a zero Config, which
+// filters every metric out before it reaches the sink.
 func installHoldingSink(t *testing.T) *holdingSink {
 	t.Helper()
-	cfg := &metrics.Config{FilterDefault: true, TimerGranularity: time.Millisecond}
 	sink := &holdingSink{}
-	if _, err := metrics.NewGlobal(cfg, sink); err != nil {
+	if _, err := metrics.NewGlobal(&metrics.Config{FilterDefault: true, TimerGranularity: time.Millisecond}, sink); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = metrics.NewGlobal(cfg, &metrics.BlackholeSink{}) })
+	t.Cleanup(func() { _, _ = metrics.NewGlobal(&metrics.Config{}, &metrics.BlackholeSink{}) })
 	return sink
 }
 

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -31,20 +30,17 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 			for _, c := range clustersOf(t) {
 				b.WriteString(c.Describe())
 			}
-			if path := DumpStacks(t); path != "" {
-				fmt.Fprintf(&b, "goroutines at the deadline: %s\n", path)
-			}
-			t.Fatalf("%s: not true after %v\n%s", msg, timeout, b.String())
+			t.Fatalf("%s: not true after %v\n%s%s", msg, timeout, b.String(), StacksNote(t))
 		}
 		time.Sleep(poll)
 	}
 }
 
-// DumpStacks writes every goroutine's stack to a file in the directory GRIDKV_TEST_STACKS
-// names, for a wait that timed out, and returns the file's path; without the variable it
-// writes nothing. A stuck wait usually means some goroutine waits for ever, and its stack
-// says on what.
-func DumpStacks(t testing.TB) string {
+// StacksNote writes every goroutine's stack to a file in the directory GRIDKV_TEST_STACKS
+// names, for a wait that timed out, and returns a line naming the file for the failure
+// message; without the variable it writes nothing and returns "". A stuck wait usually means
+// some goroutine waits for ever, and its stack says on what.
+func StacksNote(t testing.TB) string {
 	dir := os.Getenv("GRIDKV_TEST_STACKS")
 	if dir == "" {
 		return ""
@@ -52,12 +48,12 @@ func DumpStacks(t testing.TB) string {
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	f, err := os.CreateTemp(dir, "stacks-"+name+"-*.txt")
 	if err != nil {
-		return "(" + err.Error() + ")"
+		return "goroutine dump failed: " + err.Error() + "\n"
 	}
 	defer f.Close()
 	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err != nil {
-		return "(" + err.Error() + ")"
+		return "goroutine dump failed: " + err.Error() + "\n"
 	}
 	path, _ := filepath.Abs(f.Name())
-	return path
+	return "goroutines at the deadline: " + path + "\n"
 }
