@@ -251,9 +251,18 @@ func (kv *GridKV) write(ctx context.Context, cmd store.Command, ttl time.Duratio
 }
 
 func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
+	res, err := kv.startLocal(ctx, g, cmd, level).Wait(ctx)
+	if err == nil {
+		err = res.Err
+	}
+	return res, err
+}
+
+// startLocal hands cmd to g's log, which this node leads, without waiting for its result.
+func (kv *GridKV) startLocal(ctx context.Context, g *raftgroup.Group, cmd store.Command, level raftgroup.WriteLevel) raftgroup.Pending {
 	if cmd.Op == store.OpSet || cmd.Op == store.OpCAS {
 		if err := kv.acct.Admit(len(cmd.Key), len(cmd.Value)); err != nil {
-			return store.Result{}, err
+			return raftgroup.Done(store.Result{}, err)
 		}
 	}
 	if v := g.Partition().ExpiredVersion(cmd.Key, time.Now().UnixNano()); v != 0 {
@@ -262,17 +271,13 @@ func (kv *GridKV) proposeLocal(ctx context.Context, g *raftgroup.Group, cmd stor
 		expire := store.Command{Op: store.OpExpire, Key: cmd.Key, Version: v}
 		res, err := g.Propose(ctx, expire, raftgroup.WriteLevel{Ack: raftgroup.AckCommit})
 		if err != nil {
-			return store.Result{}, err
+			return raftgroup.Done(store.Result{}, err)
 		}
 		if res.Err == nil {
 			kv.metrics.expired()
 		}
 	}
-	res, err := g.Propose(ctx, cmd, level)
-	if err == nil {
-		err = res.Err
-	}
-	return res, err
+	return g.Start(ctx, cmd, level)
 }
 
 // route runs an operation on partition p's leader: here when this node leads it, else one
@@ -409,12 +414,12 @@ func (r replicas) Read(ctx context.Context, p int, key string, read protocol.Rea
 	}
 }
 
-func (r replicas) Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
+func (r replicas) StartWrite(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) raftgroup.Pending {
 	g, err := r.group(p)
 	if err != nil {
-		return store.Result{}, err
+		return raftgroup.Done(store.Result{}, err)
 	}
-	return r.kv.proposeLocal(ctx, g, cmd, level)
+	return r.kv.startLocal(ctx, g, cmd, level)
 }
 
 func (r replicas) WaitApplied(ctx context.Context, p int, index uint64) error {

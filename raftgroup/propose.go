@@ -97,20 +97,51 @@ type submitted struct {
 // with a *NotLeaderError when this replica is not the leader. If ctx ends after the command
 // was handed to raft, the error wraps both ctx's error and ErrOutcomeUnknown.
 func (g *Group) Propose(ctx context.Context, cmd store.Command, level WriteLevel) (store.Result, error) {
+	return g.Start(ctx, cmd, level).Wait(ctx)
+}
+
+// Pending is a command on its way through a group's log, as Start returns it, or a result
+// known at once (Done). Its Wait must be called exactly once: it gives the result and lets
+// go of the command's place in the pipeline.
+type Pending struct {
+	g   *Group
+	p   *proposal // nil: res and err are the result
+	res store.Result
+	err error
+}
+
+// Done returns a Pending whose Wait gives res and err at once.
+func Done(res store.Result, err error) Pending { return Pending{res: res, err: err} }
+
+// Start hands cmd to the group's log as Propose does, without waiting for its result: a
+// caller with many commands starts them all, so that they can share a log entry, and then
+// waits for each. Start blocks only while the group's queue is full. Its errors (not the
+// leader, ctx ended before the command was queued, the group closed) come from Wait.
+func (g *Group) Start(ctx context.Context, cmd store.Command, level WriteLevel) Pending {
 	if g.raft.State() != raft.Leader {
-		return store.Result{}, g.notLeader()
+		return Done(store.Result{}, g.notLeader())
 	}
 	p := newProposal(cmd, level)
 	select {
 	case g.proposal <- p:
+		return Pending{g: g, p: p}
 	case <-ctx.Done():
 		p.refs.Store(1) // the pipeline never had it
 		p.release()
-		return store.Result{}, ctx.Err()
+		return Done(store.Result{}, ctx.Err())
 	case <-g.done:
 		p.refs.Store(1)
 		p.release()
-		return store.Result{}, ErrClosed
+		return Done(store.Result{}, ErrClosed)
+	}
+}
+
+// Wait returns the command's result once it has one, or when ctx ends (the error then wraps
+// ctx's error and ErrOutcomeUnknown) or the group closes.
+func (pd Pending) Wait(ctx context.Context) (store.Result, error) {
+	p := pd.p
+	if p == nil {
+		return pd.res, pd.err
 	}
 	defer p.release()
 	select {
@@ -118,7 +149,7 @@ func (g *Group) Propose(ctx context.Context, cmd store.Command, level WriteLevel
 		return r.res, r.err
 	case <-ctx.Done():
 		return store.Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
-	case <-g.done:
+	case <-pd.g.done:
 		return store.Result{}, ErrClosed
 	}
 }

@@ -265,6 +265,49 @@ func TestConcurrentProposalsBatch(t *testing.T) {
 	}
 }
 
+// Commands started one after another by one goroutine, before any is waited for, share log
+// entries, and each still gets its own result, whatever order they are waited in. A start on
+// a follower answers, from Wait, that it is not the leader.
+func TestStartedCommandsShareEntries(t *testing.T) {
+	nodes := threeNodes(t, 1)
+	g := formGroup(t, 0, nodes)
+	ctx := context.Background()
+	const n = 200
+	before := g.raft.LastIndex()
+	pending := make([]Pending, n)
+	for i := range pending {
+		pending[i] = g.Start(ctx, store.Command{Op: store.OpSet, Key: fmt.Sprintf("s%d", i), Value: []byte{byte(i)}}, WriteLevel{})
+	}
+	versions := make(map[uint64]bool, n)
+	for i := n - 1; i >= 0; i-- {
+		res, err := pending[i].Wait(ctx)
+		if err != nil || res.Err != nil {
+			t.Fatalf("command %d: %v %v", i, err, res.Err)
+		}
+		if versions[res.Version] {
+			t.Fatalf("command %d got version %d twice", i, res.Version)
+		}
+		versions[res.Version] = true
+		if v, ver, ok := g.Partition().Get(fmt.Sprintf("s%d", i)); !ok || ver != res.Version || len(v) != 1 || v[0] != byte(i) {
+			t.Fatalf("key s%d holds %v@%d; want [%d]@%d", i, v, ver, i, res.Version)
+		}
+	}
+	if entries := g.raft.LastIndex() - before; entries >= n {
+		t.Fatalf("%d started commands took %d log entries: no batching", n, entries)
+	}
+
+	for _, nd := range nodes {
+		if fg := nd.m.Group(0); fg != nil && fg != g {
+			_, err := fg.Start(ctx, store.Command{Op: store.OpSet, Key: "f", Value: []byte("v")}, WriteLevel{}).Wait(ctx)
+			var nl *NotLeaderError
+			if !errors.As(err, &nl) {
+				t.Fatalf("a start on a follower: %v; want a NotLeaderError", err)
+			}
+			break
+		}
+	}
+}
+
 func TestFollowerAnswersNotLeaderWithHint(t *testing.T) {
 	nodes := threeNodes(t, 1)
 	formGroup(t, 0, nodes)

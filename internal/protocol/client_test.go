@@ -226,7 +226,7 @@ func TestServeOpBatch(t *testing.T) {
 	n := startTestNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := n.backend.Write(ctx, 1, store.Command{Op: store.OpSet, Key: keyIn("present", 1), Value: []byte("here")}, raftgroup.WriteLevel{}); err != nil {
+	if _, err := n.backend.write(store.Command{Op: store.OpSet, Key: keyIn("present", 1), Value: []byte("here")}); err != nil {
 		t.Fatal(err)
 	}
 	reqs := []OpRequest{

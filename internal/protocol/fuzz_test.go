@@ -319,8 +319,7 @@ func FuzzListRequest(f *testing.F) {
 	ctx := context.Background()
 	for i := range 20 {
 		key := fmt.Sprint("a", i)
-		p := ring.PartitionOf(key, testPartitions)
-		if _, err := n.backend.Write(ctx, p, store.Command{Op: store.OpSet, Key: key, Value: []byte("v")}, raftgroup.WriteLevel{}); err != nil {
+		if _, err := n.backend.write(store.Command{Op: store.OpSet, Key: key, Value: []byte("v")}); err != nil {
 			f.Fatal(err)
 		}
 	}

@@ -46,7 +46,11 @@ func (b *memBackend) Read(ctx context.Context, p int, key string, read ReadMode)
 	return e, nil
 }
 
-func (b *memBackend) Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error) {
+func (b *memBackend) StartWrite(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) raftgroup.Pending {
+	return raftgroup.Done(b.write(cmd))
+}
+
+func (b *memBackend) write(cmd store.Command) (store.Result, error) {
 	if b.onWrite != nil {
 		b.onWrite(cmd.Key)
 	}

@@ -20,9 +20,10 @@ type Backend interface {
 	// any) succeeds, and reports the replica's applied index in the result. Without a replica
 	// here it returns a *raftgroup.NotLeaderError naming the leader it knows of.
 	Read(ctx context.Context, p int, key string, read ReadMode) (store.Result, error)
-	// Write proposes cmd to this node's replica of partition p, acknowledged at level; the
-	// result's Err is the command's own outcome folded into the error.
-	Write(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) (store.Result, error)
+	// StartWrite hands cmd to this node's replica of partition p, acknowledged at level, and
+	// returns without waiting: the Pending's Wait gives the result, whose Err is the
+	// command's own outcome. A batch of writes started together can share a log entry.
+	StartWrite(ctx context.Context, p int, cmd store.Command, level raftgroup.WriteLevel) raftgroup.Pending
 	// WaitApplied waits until this node's replica of partition p has applied index.
 	WaitApplied(ctx context.Context, p int, index uint64) error
 	// CheckTerms answers a leader's term checks (raftgroup.Manager.CheckTerms).
@@ -100,25 +101,25 @@ func (s *Server) answerOp(ctx context.Context, req *OpRequest) opResponse {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
 		defer cancel()
 	}
-	res, err := s.runOp(ctx, req)
-	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied, ExpiresAt: res.ExpiresAt}
-	encodeError(err, &resp)
-	return resp
+	if req.Op == OpGet {
+		return s.read(ctx, req)
+	}
+	return waitWrite(ctx, s.startWrite(ctx, req))
 }
 
-// runOp checks req and hands it to the backend.
-func (s *Server) runOp(ctx context.Context, req *OpRequest) (store.Result, error) {
-	if req.Partition < 0 || req.Partition >= s.partitions {
-		return store.Result{}, fmt.Errorf("%w: partition %d out of range", store.ErrInvalidKey, req.Partition)
+// read checks the read req and runs it.
+func (s *Server) read(ctx context.Context, req *OpRequest) opResponse {
+	if err := s.checkOp(req); err != nil {
+		return answer(store.Result{}, err)
 	}
-	if err := store.CheckKey(req.Key); err != nil {
-		return store.Result{}, err
-	}
-	if ring.PartitionOf(req.Key, s.partitions) != req.Partition {
-		return store.Result{}, fmt.Errorf("%w: key is not in partition %d", store.ErrInvalidKey, req.Partition)
-	}
-	if req.Op == OpGet {
-		return s.backend.Read(ctx, req.Partition, req.Key, ReadMode{Stale: req.Stale, VouchServer: req.VouchServer, VouchTerm: req.VouchTerm})
+	res, err := s.backend.Read(ctx, req.Partition, req.Key, ReadMode{Stale: req.Stale, VouchServer: req.VouchServer, VouchTerm: req.VouchTerm})
+	return answer(res, err)
+}
+
+// startWrite checks the write req and hands it to the backend, which does not wait for it.
+func (s *Server) startWrite(ctx context.Context, req *OpRequest) raftgroup.Pending {
+	if err := s.checkOp(req); err != nil {
+		return raftgroup.Done(store.Result{}, err)
 	}
 	cmd := store.Command{Key: req.Key, Value: req.Value, Version: req.Version}
 	switch req.Op {
@@ -131,13 +132,13 @@ func (s *Server) runOp(ctx context.Context, req *OpRequest) (store.Result, error
 	case OpCompareAndDelete:
 		cmd.Op = store.OpCompareAndDelete
 	default:
-		return store.Result{}, fmt.Errorf("%w: unknown operation %d", store.ErrInvalidKey, req.Op)
+		return raftgroup.Done(store.Result{}, fmt.Errorf("%w: unknown operation %d", store.ErrInvalidKey, req.Op))
 	}
 	if err := store.CheckValue(cmd.Value); err != nil {
-		return store.Result{}, err
+		return raftgroup.Done(store.Result{}, err)
 	}
 	if req.TTLMS < 0 {
-		return store.Result{}, fmt.Errorf("%w: TTL of %d ms", store.ErrInvalidKey, req.TTLMS)
+		return raftgroup.Done(store.Result{}, fmt.Errorf("%w: TTL of %d ms", store.ErrInvalidKey, req.TTLMS))
 	}
 	if req.TTLMS > 0 && (cmd.Op == store.OpSet || cmd.Op == store.OpCAS) {
 		// The deadline runs from now, on the node that proposes the write: the leader, or
@@ -145,37 +146,98 @@ func (s *Server) runOp(ctx context.Context, req *OpRequest) (store.Result, error
 		cmd.ExpiresAt = time.Now().Add(time.Duration(req.TTLMS) * time.Millisecond).UnixNano()
 	}
 	level := raftgroup.WriteLevel{Ack: raftgroup.Ack(req.Ack), Replicas: req.Replicas}
-	return s.backend.Write(ctx, req.Partition, cmd, level)
+	return s.backend.StartWrite(ctx, req.Partition, cmd, level)
 }
 
-// serveOpBatch runs a batch of forwarded operations, each as serveOp would, side by side so
-// that writes to one partition share a log entry, and answers them in order.
+// waitWrite waits for a started write and returns its answer, the command's own outcome
+// folded into the error.
+func waitWrite(ctx context.Context, pd raftgroup.Pending) opResponse {
+	res, err := pd.Wait(ctx)
+	if err == nil {
+		err = res.Err
+	}
+	return answer(res, err)
+}
+
+// checkOp checks what every operation names: its partition and key.
+func (s *Server) checkOp(req *OpRequest) error {
+	if req.Partition < 0 || req.Partition >= s.partitions {
+		return fmt.Errorf("%w: partition %d out of range", store.ErrInvalidKey, req.Partition)
+	}
+	if err := store.CheckKey(req.Key); err != nil {
+		return err
+	}
+	if ring.PartitionOf(req.Key, s.partitions) != req.Partition {
+		return fmt.Errorf("%w: key is not in partition %d", store.ErrInvalidKey, req.Partition)
+	}
+	return nil
+}
+
+// recoveredRead is read answering a panic as a failure: the transport recovers its handlers'
+// panics, not those of goroutines they start.
+func (s *Server) recoveredRead(ctx context.Context, from string, req *OpRequest) (resp opResponse) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("protocol: forwarded read panicked", "peer", from, "panic", r)
+			resp = opResponse{Code: codeFailed, Msg: fmt.Sprintf("panic: %v", r)}
+		}
+	}()
+	return s.read(ctx, req)
+}
+
+func answer(res store.Result, err error) opResponse {
+	resp := opResponse{Value: res.Value, Version: res.Version, Applied: res.Applied, ExpiresAt: res.ExpiresAt}
+	encodeError(err, &resp)
+	return resp
+}
+
+// serveOpBatch runs a batch of forwarded operations, each as serveOp would, and answers them
+// in order. The writes are all started before any is waited for, so that those to one
+// partition share a log entry; each read gets a goroutine (a read's confirmation blocks).
+// The batch runs within the latest of its operations' deadlines: an operation whose caller
+// gave up earlier still runs, and its answer is dropped by that caller.
 func (s *Server) serveOpBatch(ctx context.Context, from string, b []byte) ([]byte, error) {
-	// Each request gets a goroutine: a peer may not ask for any number of them.
+	// Each read gets a goroutine: a peer may not ask for any number of them.
 	reqs, err := decodeArray(b, forwardBatchOps, decodeOpRequest)
 	if err != nil {
 		return nil, err
 	}
-	resps := make([]opResponse, len(reqs))
-	var wg sync.WaitGroup
+	var timeoutMS int64
 	for i := range reqs {
-		run := func() {
-			defer func() {
-				// The transport recovers its handlers' panics, not those of goroutines they start.
-				if r := recover(); r != nil {
-					s.logger.Error("protocol: forwarded operation panicked", "peer", from, "panic", r)
-					resps[i] = opResponse{Code: codeFailed, Msg: fmt.Sprintf("panic: %v", r)}
-				}
-			}()
-			resps[i] = s.answerOp(ctx, &reqs[i])
-		}
-		if i == len(reqs)-1 {
-			run()
+		if reqs[i].TimeoutMS <= 0 {
+			timeoutMS = 0
 			break
 		}
-		wg.Go(run)
+		timeoutMS = max(timeoutMS, reqs[i].TimeoutMS)
 	}
-	wg.Wait()
+	if timeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	resps := make([]opResponse, len(reqs))
+	writes := make([]raftgroup.Pending, len(reqs))
+	var reads sync.WaitGroup
+	inline := -1 // one read runs on this goroutine, once everything else is under way
+	for i := range reqs {
+		switch {
+		case reqs[i].Op != OpGet:
+			writes[i] = s.startWrite(ctx, &reqs[i])
+		case inline < 0:
+			inline = i
+		default:
+			reads.Go(func() { resps[i] = s.recoveredRead(ctx, from, &reqs[i]) })
+		}
+	}
+	if inline >= 0 {
+		resps[inline] = s.recoveredRead(ctx, from, &reqs[inline])
+	}
+	for i := range reqs {
+		if reqs[i].Op != OpGet {
+			resps[i] = waitWrite(ctx, writes[i])
+		}
+	}
+	reads.Wait()
 	size := 5
 	for i := range resps {
 		size += opResponseSize(&resps[i])
