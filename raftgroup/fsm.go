@@ -58,6 +58,13 @@ type fsm struct {
 	unlogged []any         // a failure's log attributes, kept when it came before the logger
 	guard    restoreGuard  // nil: every snapshot is restored
 
+	// answering counts the batches this replica proposed (Group.submit) whose results
+	// their proposers still await. It is raised before raft has the entry and lowered once
+	// the result was read, so an entry applied while it is zero has no one waiting for its
+	// results (a follower's entry, or a leader's that nobody awaits any more): such entries
+	// apply without building them.
+	answering atomic.Int32
+
 	// out is ApplyBatch's answer, reused: raft's apply loop, its only caller, copies the
 	// answers out before the next call.
 	out []interface{}
@@ -150,6 +157,7 @@ func (f *fsm) apply(logs []*raft.Log, out []interface{}) {
 		f.wake()
 	}()
 	hook := applyHook.Load()
+	answer := f.answering.Load() > 0
 	for ; i < len(logs); i++ {
 		l := logs[i]
 		if hook != nil {
@@ -157,6 +165,12 @@ func (f *fsm) apply(logs []*raft.Log, out []interface{}) {
 		}
 		if l.Type != raft.LogCommand {
 			f.part.MarkApplied(l.Index)
+			continue
+		}
+		if !answer {
+			if err := f.part.ApplyEntryUnanswered(l.Index, l.Data); err != nil {
+				out[i] = err
+			}
 			continue
 		}
 		res, err := f.part.ApplyEntry(l.Index, l.Data)

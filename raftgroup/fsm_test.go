@@ -200,6 +200,7 @@ func TestApplyPanicMidBatchKeepsEarlierResults(t *testing.T) {
 	part := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
 	defer part.Close()
 	f := newFSM(part)
+	f.answering.Add(1) // a proposer awaits the results
 	hook := func(p *store.Partition, l *raft.Log) {
 		if p == part && l.Index == 3 {
 			panic("injected")
@@ -220,6 +221,40 @@ func TestApplyPanicMidBatchKeepsEarlierResults(t *testing.T) {
 	}
 	if part.AppliedIndex() != 2 || part.Len() != 2 {
 		t.Fatalf("applied %d, %d keys; want 2, 2", part.AppliedIndex(), part.Len())
+	}
+}
+
+// A replica builds the results of the entries it applies only while a proposal of its own
+// awaits them; otherwise (a follower) the entries apply alike and the answers are empty, but
+// for an entry that does not decode, whose error is still answered.
+func TestResultsOnlyWhileAwaited(t *testing.T) {
+	part := store.NewPartition(store.DefaultStorageOptions(), store.NewAccountant(0))
+	defer part.Close()
+	f := newFSM(part)
+	entries := func(first uint64) []*raft.Log {
+		return []*raft.Log{
+			{Type: raft.LogCommand, Index: first, Data: store.AppendBatch(nil, []store.Command{set(fmt.Sprint("k", first), "v")})},
+			{Type: raft.LogCommand, Index: first + 1, Data: []byte{0x0a, 0x05, 0x08}}, // does not decode
+		}
+	}
+	out := f.ApplyBatch(entries(1))
+	if out[0] != nil {
+		t.Errorf("unawaited entry answered %v; want nothing", out[0])
+	}
+	if err, _ := out[1].(error); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("unawaited garbage entry answered %v; want ErrCorrupt", out[1])
+	}
+	f.answering.Add(1)
+	out = f.ApplyBatch(entries(3))
+	if res, ok := out[0].([]store.Result); !ok || len(res) != 1 || res[0].Version != store.Version(3, 0) {
+		t.Errorf("awaited entry answered %v; want its result", out[0])
+	}
+	if err, _ := out[1].(error); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("awaited garbage entry answered %v; want ErrCorrupt", out[1])
+	}
+	f.answering.Add(-1)
+	if part.Len() != 2 || part.AppliedIndex() != 4 {
+		t.Fatalf("%d keys, applied %d; want 2, 4", part.Len(), part.AppliedIndex())
 	}
 }
 

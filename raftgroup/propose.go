@@ -221,6 +221,7 @@ func (g *Group) submit(buf *[]*proposal, cmds []store.Command) []store.Command {
 			}
 		})
 	}
+	g.fsm.answering.Add(1) // until resolveLoop has read the result
 	f := g.raft.Apply(data, g.m.cfg.Tuning.ApplyTimeout)
 	g.resolve <- submitted{future: f, data: data, batch: batch, buf: buf, watch: watch}
 	return cmds
@@ -233,6 +234,7 @@ func (g *Group) resolveLoop() {
 		select {
 		case s := <-g.resolve:
 			g.resolveBatch(s)
+			g.fsm.answering.Add(-1)
 			g.letGo(s)
 			<-g.inflight
 		case <-g.done:
@@ -242,6 +244,7 @@ func (g *Group) resolveLoop() {
 					for _, p := range s.batch {
 						p.finish(store.Result{}, ErrClosed)
 					}
+					g.fsm.answering.Add(-1)
 					g.letGo(s)
 				default:
 					return

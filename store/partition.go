@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -182,6 +183,9 @@ type Partition struct {
 	// decoded is the apply goroutine's scratch list of the commands of the
 	// entry in progress (ApplyEntry).
 	decoded []Command
+	// results is the apply goroutine's scratch space for the results of
+	// an entry applied unanswered.
+	results []Result
 
 	// closeMu protects closed against concurrent change, and serialises
 	// Close with the points where an apply or a restore publishes its
@@ -233,11 +237,17 @@ func NewPartition(opts StorageOptions, acct *Accountant) *Partition {
 // apply loop): they share scratch space.
 func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 	results := make([]Result, len(cmds))
+	p.applyBatch(index, cmds, results)
+	return results
+}
+
+// applyBatch is ApplyBatch writing the results into results, of len(cmds).
+func (p *Partition) applyBatch(index uint64, cmds []Command, results []Result) {
 	if p.closed.Load() {
 		for i := range results {
 			results[i].Err = ErrPartitionClosed
 		}
-		return results
+		return
 	}
 	t := p.table.Load()
 	var dBytes, dCount int64
@@ -328,7 +338,6 @@ func (p *Partition) ApplyBatch(index uint64, cmds []Command) []Result {
 	} else {
 		p.pending = nil
 	}
-	return results
 }
 
 // commit files a batch's changes in the ordered indexes and the history
@@ -384,7 +393,19 @@ func (p *Partition) publish(dBytes, dCount int64) {
 // replica is the only consistent choice. data must not change during the
 // call; it is not retained.
 func (p *Partition) ApplyEntry(index uint64, data []byte) ([]Result, error) {
-	// Keys may alias data: ApplyBatch copies each key into its record and
+	return p.applyEntry(index, data, true)
+}
+
+// ApplyEntryUnanswered is ApplyEntry for a replica on which no one waits
+// for the commands' results (a follower's): the entry applies alike, and
+// only its decoding error is returned.
+func (p *Partition) ApplyEntryUnanswered(index uint64, data []byte) error {
+	_, err := p.applyEntry(index, data, false)
+	return err
+}
+
+func (p *Partition) applyEntry(index uint64, data []byte, answer bool) ([]Result, error) {
+	// Keys may alias data: applyBatch copies each key into its record and
 	// keeps none of the commands.
 	cmds, err := decodeBatch(p.decoded, data, true)
 	if err != nil {
@@ -392,7 +413,20 @@ func (p *Partition) ApplyEntry(index uint64, data []byte) ([]Result, error) {
 		p.MarkApplied(index)
 		return nil, err
 	}
-	results := p.ApplyBatch(index, cmds)
+	var results []Result
+	if answer {
+		results = make([]Result, len(cmds))
+	} else {
+		results = slices.Grow(p.results[:0], len(cmds))[:len(cmds)]
+	}
+	p.applyBatch(index, cmds, results)
+	if !answer {
+		clear(results) // values copied for mismatches must not stay reachable
+		if cap(results) <= 4096 {
+			p.results = results[:0]
+		}
+		results = nil
+	}
 	clear(cmds) // they alias data, which must not stay reachable from here
 	if cap(cmds) <= 4096 {
 		p.decoded = cmds[:0]

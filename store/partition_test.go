@@ -247,6 +247,64 @@ func TestApplyEntry(t *testing.T) {
 	}
 }
 
+// An entry applied unanswered (a follower's) changes the partition exactly as ApplyEntry
+// does: the same keys, versions, deadlines, size and history, for random batches that
+// include mismatched compare-and-swaps (whose answered results carry value copies) and
+// entries that do not decode.
+func TestApplyEntryUnansweredMatchesApplyEntry(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	answered := store.NewPartition(store.StorageOptions{}, nil)
+	unanswered := store.NewPartition(store.StorageOptions{}, nil)
+	for index := uint64(1); index <= 300; index++ {
+		var entry []byte
+		if rng.IntN(20) == 0 {
+			entry = []byte{0x0a, 0x05, 0x08} // truncated: marks the index applied, nothing else
+		} else {
+			cmds := make([]store.Command, 1+rng.IntN(20))
+			for i := range cmds {
+				c := store.Command{Op: store.Op(1 + rng.IntN(5)), Key: fmt.Sprint(rng.IntN(30))}
+				if c.Op == store.OpSet || c.Op == store.OpCAS {
+					c.Value = []byte(fmt.Sprint(rng.Uint32()))
+					if rng.IntN(3) == 0 {
+						c.ExpiresAt = 1 + rng.Int64N(5)
+					}
+				}
+				if c.Op != store.OpSet && c.Op != store.OpDelete {
+					c.Version = 1 + rng.Uint64N(uint64(index)<<16)
+					if _, v, ok := answered.Get(c.Key); ok && rng.IntN(2) == 0 {
+						c.Version = v // this one holds
+					}
+				}
+				cmds[i] = c
+			}
+			entry = store.AppendBatch(nil, cmds)
+		}
+		res, errA := answered.ApplyEntry(index, entry)
+		errU := unanswered.ApplyEntryUnanswered(index, entry)
+		if (errA == nil) != (errU == nil) {
+			t.Fatalf("index %d: ApplyEntry %v, ApplyEntryUnanswered %v", index, errA, errU)
+		}
+		if errA == nil && len(res) == 0 {
+			t.Fatalf("index %d: ApplyEntry answered nothing", index)
+		}
+	}
+	if a, u := dump(answered), dump(unanswered); !maps.Equal(a, u) {
+		t.Fatalf("states differ:\nanswered   %v\nunanswered %v", a, u)
+	}
+	if answered.AppliedIndex() != unanswered.AppliedIndex() || answered.Len() != unanswered.Len() || answered.Bytes() != unanswered.Bytes() {
+		t.Fatalf("applied %d/%d, len %d/%d, bytes %d/%d", answered.AppliedIndex(), unanswered.AppliedIndex(),
+			answered.Len(), unanswered.Len(), answered.Bytes(), unanswered.Bytes())
+	}
+	ea, _, errA := answered.Events(0, "", 1<<20)
+	eu, _, errU := unanswered.Events(0, "", 1<<20)
+	if errA != nil || errU != nil || !reflect.DeepEqual(ea, eu) {
+		t.Fatalf("histories differ (%v, %v): %d and %d events", errA, errU, len(ea), len(eu))
+	}
+	if len(ea) == 0 {
+		t.Fatal("no events: the batches changed nothing")
+	}
+}
+
 func TestRange(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, opts store.StorageOptions) {
 		p := store.NewPartition(opts, nil)
