@@ -247,6 +247,19 @@ func TestApplyEntry(t *testing.T) {
 	}
 }
 
+// randomCommand draws a command of any kind on one of 30 keys, with a value (and now and
+// then a deadline) for the kinds that write one; callers set Version.
+func randomCommand(rng *rand.Rand) store.Command {
+	c := store.Command{Op: store.Op(1 + rng.IntN(5)), Key: fmt.Sprint(rng.IntN(30))}
+	if c.Op == store.OpSet || c.Op == store.OpCAS {
+		c.Value = []byte(fmt.Sprint(rng.Uint32()))
+		if rng.IntN(3) == 0 {
+			c.ExpiresAt = 1 + rng.Int64N(5)
+		}
+	}
+	return c
+}
+
 // An entry applied unanswered (a follower's) changes the partition exactly as ApplyEntry
 // does: the same keys, versions, deadlines, size and history, for random batches that
 // include mismatched compare-and-swaps (whose answered results carry value copies) and
@@ -262,13 +275,7 @@ func TestApplyEntryUnansweredMatchesApplyEntry(t *testing.T) {
 		} else {
 			cmds := make([]store.Command, 1+rng.IntN(20))
 			for i := range cmds {
-				c := store.Command{Op: store.Op(1 + rng.IntN(5)), Key: fmt.Sprint(rng.IntN(30))}
-				if c.Op == store.OpSet || c.Op == store.OpCAS {
-					c.Value = []byte(fmt.Sprint(rng.Uint32()))
-					if rng.IntN(3) == 0 {
-						c.ExpiresAt = 1 + rng.Int64N(5)
-					}
-				}
+				c := randomCommand(rng)
 				if c.Op != store.OpSet && c.Op != store.OpDelete {
 					c.Version = 1 + rng.Uint64N(uint64(index)<<16)
 					if _, v, ok := answered.Get(c.Key); ok && rng.IntN(2) == 0 {
@@ -341,13 +348,7 @@ func TestAgainstModel(t *testing.T) {
 		for index := uint64(1); index <= 300; index++ {
 			cmds := make([]store.Command, rng.IntN(20))
 			for i := range cmds {
-				c := store.Command{Op: store.Op(1 + rng.IntN(5)), Key: fmt.Sprint(rng.IntN(30))}
-				if c.Op == store.OpSet || c.Op == store.OpCAS {
-					c.Value = []byte(fmt.Sprint(rng.Uint32()))
-					if rng.IntN(3) == 0 {
-						c.ExpiresAt = 1 + rng.Int64N(5)
-					}
-				}
+				c := randomCommand(rng)
 				switch {
 				case c.Op == store.OpSet || c.Op == store.OpDelete:
 				case rng.IntN(3) > 0:
